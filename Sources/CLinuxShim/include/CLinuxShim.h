@@ -1,0 +1,82 @@
+// The Linux interfaces Swift's Glibc module does not export, and nothing else.
+// _GNU_SOURCE must come first: it is what makes <fcntl.h> declare splice(2),
+// F_SETPIPE_SZ and pipe2, and <sys/socket.h> declare accept4(2).
+#ifndef REAPERD_CLINUXSHIM_H
+#define REAPERD_CLINUXSHIM_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <stdint.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+
+// epoll flags: glibc defines them as enum values plus macros; Swift sees neither
+// form reliably, so they are re-exported as plain constants.
+static const uint32_t CLS_EPOLLIN = EPOLLIN;
+static const uint32_t CLS_EPOLLOUT = EPOLLOUT;
+static const uint32_t CLS_EPOLLERR = EPOLLERR;
+static const uint32_t CLS_EPOLLHUP = EPOLLHUP;
+static const uint32_t CLS_EPOLLRDHUP = EPOLLRDHUP;
+static const uint32_t CLS_EPOLLET = EPOLLET;
+
+// Socket type flags live in glibc's enum __socket_type, which Swift imports as a
+// struct; accept4 and socket want them as plain ints.
+static const int CLS_SOCK_NONBLOCK = SOCK_NONBLOCK;
+static const int CLS_SOCK_CLOEXEC = SOCK_CLOEXEC;
+static const int CLS_SOCK_STREAM = SOCK_STREAM;
+static const int CLS_SOCK_DGRAM = SOCK_DGRAM;
+
+static const unsigned int CLS_SPLICE_F_MOVE = SPLICE_F_MOVE;
+static const unsigned int CLS_SPLICE_F_NONBLOCK = SPLICE_F_NONBLOCK;
+static const int CLS_F_SETPIPE_SZ = F_SETPIPE_SZ;
+static const int CLS_F_GETPIPE_SZ = F_GETPIPE_SZ;
+
+/// accept4(2); Glibc's Swift module hides it behind _GNU_SOURCE.
+int cls_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+
+/// splice(2) between a socket and a pipe; declared here for the same reason.
+ssize_t cls_splice(int fd_in, int fd_out, size_t len, unsigned int flags);
+
+/// pipe2(2) with O_NONBLOCK | O_CLOEXEC.
+int cls_pipe_nonblocking(int fds[2]);
+
+/// fcntl(2) with an int argument; Swift cannot call the variadic fcntl.
+int cls_fcntl_int(int fd, int cmd, int arg);
+
+/// The fields of the kernel's struct tcp_info (<linux/tcp.h>) that reaperd reads.
+/// glibc's struct tcp_info lacks the newer ones and the two headers conflict, so
+/// shim.c includes only the kernel's and copies what the kernel filled in.
+struct cls_tcp_info {
+    uint8_t state;
+    uint8_t ca_state;
+    uint8_t retransmits;
+    uint8_t probes;
+    uint8_t backoff;
+    uint32_t rto_usec;
+    uint32_t unacked;
+    uint32_t lost;
+    uint32_t retrans;
+    uint32_t last_data_sent_ms;
+    uint32_t last_data_recv_ms;
+    uint32_t last_ack_recv_ms;
+    uint32_t rtt_usec;
+    uint32_t rttvar_usec;
+    uint32_t snd_wnd;
+    uint32_t total_retrans;
+    uint32_t notsent_bytes;
+    uint64_t bytes_acked;
+    uint64_t bytes_received;
+    uint32_t length;   // bytes the kernel filled in, for fields newer kernels add
+};
+
+/// getsockopt(fd, IPPROTO_TCP, TCP_INFO); returns 0 or -1 with errno set.
+int cls_tcp_info(int fd, struct cls_tcp_info *out);
+
+#endif
