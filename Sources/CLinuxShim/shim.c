@@ -13,16 +13,20 @@ int cls_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
     return accept4(fd, addr, len, flags);
 }
 
-ssize_t cls_splice(int fd_in, int fd_out, size_t len, unsigned int flags) {
-    return splice(fd_in, NULL, fd_out, NULL, len, flags);
+ssize_t cls_splice_nonblocking(int fd_in, int fd_out, size_t len) {
+    return splice(fd_in, NULL, fd_out, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 }
 
 int cls_pipe_nonblocking(int fds[2]) {
     return pipe2(fds, O_NONBLOCK | O_CLOEXEC);
 }
 
-int cls_fcntl_int(int fd, int cmd, int arg) {
-    return fcntl(fd, cmd, arg);
+int cls_set_pipe_size(int fd, int size) {
+    return fcntl(fd, F_SETPIPE_SZ, size);
+}
+
+int cls_pipe_size(int fd) {
+    return fcntl(fd, F_GETPIPE_SZ);
 }
 
 #define HAS_FIELD(len, field) \

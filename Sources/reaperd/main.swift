@@ -1,1 +1,90 @@
+import Glibc
 import ReaperCore
+
+/// Loads the configuration the command line names: the given file, the default
+/// file when it exists, or the embedded default.
+func loadConfiguration(_ commandLine: DaemonCommandLine) throws(ConfigError) -> (Configuration, String?) {
+    if let path = commandLine.configPath { return (try ConfigFile.load(path: path), path) }
+    if Files.exists(ConfigFile.defaultPath) {
+        return (try ConfigFile.load(path: ConfigFile.defaultPath), ConfigFile.defaultPath)
+    }
+    var configuration = Configuration.embeddedDefault
+    configuration.daemon.controlSocket = ControlSocketPath.forEmbeddedDefault()
+    return (configuration, nil)
+}
+
+func makeLogger(_ daemon: DaemonSettings) -> Logger {
+    let journal: Bool
+    switch daemon.logTarget {
+    case .journal: journal = true
+    case .console: journal = false
+    case .auto: journal = JournalSink.stderrIsJournal
+    }
+    return Logger(level: daemon.logLevel, sink: journal ? JournalSink() : ConsoleSink())
+}
+
+func fail(_ message: String, code: Int32) -> Never {
+    Files.writeAll(2, Array("reaperd: \(message)\n".utf8))
+    exit(code)
+}
+
+let commandLine: DaemonCommandLine
+do {
+    commandLine = try DaemonCommandLine.parse(Array(CommandLine.arguments.dropFirst()))
+} catch {
+    Files.writeAll(2, Array("reaperd: \(error)\n\(DaemonCommandLine.usage)\n".utf8))
+    exit(ExitCode.usage)
+}
+
+switch commandLine.action {
+case .version:
+    print(DaemonCommandLine.version)
+    exit(ExitCode.ok)
+case .help:
+    print(DaemonCommandLine.help, terminator: "")
+    exit(ExitCode.ok)
+case .checkConfig, .run:
+    break
+}
+
+let notifier: any ServiceNotifier = SystemdNotifier.isSupervised ? SystemdNotifier() : SilentNotifier()
+let configuration: Configuration
+let configPath: String?
+do {
+    (configuration, configPath) = try loadConfiguration(commandLine)
+} catch {
+    let lines = error.diagnostics.map(\.description)
+    Files.writeAll(2, Array((lines.joined(separator: "\n") + "\n").utf8))
+    notifier.failed(errno: 22, status: "configuration refused: \(lines.first ?? "")")
+    exit(ExitCode.config)
+}
+
+if commandLine.action == .checkConfig {
+    print(configuration.effectiveINI(), terminator: "")
+    exit(ExitCode.ok)
+}
+
+let logger = makeLogger(configuration.daemon)
+if configPath == nil {
+    logger.notice(
+        "no configuration file at \(ConfigFile.defaultPath): running the embedded default (echo on 127.0.0.1:7070)")
+}
+ControlSocketPath.prepareDirectory(for: configuration.daemon.controlSocket)
+
+do {
+    let daemon = try Daemon(
+        configuration: configuration, configPath: configPath, logger: logger, notifier: notifier,
+        activated: SocketActivation.receive())
+    do {
+        try daemon.start()
+    } catch {
+        logger.error("start-up failed: \(error.message)", [("REAPERD_ERROR", error.message)])
+        notifier.failed(errno: error.errno, status: "start-up failed: \(error.message)")
+        exit(error.isConfiguration ? ExitCode.config : ExitCode.failure)
+    }
+    try daemon.run()
+    logger.info("reaperd stopped")
+    exit(ExitCode.ok)
+} catch {
+    fail("\(error)", code: ExitCode.failure)
+}

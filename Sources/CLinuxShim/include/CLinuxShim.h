@@ -1,12 +1,9 @@
 // The Linux interfaces Swift's Glibc module does not export, and nothing else.
-// _GNU_SOURCE must come first: it is what makes <fcntl.h> declare splice(2),
-// F_SETPIPE_SZ and pipe2, and <sys/socket.h> declare accept4(2).
+// This header must NOT define _GNU_SOURCE: it would change fd_set and clash with
+// the Glibc module. The calls that need _GNU_SOURCE (splice, pipe2, accept4,
+// F_SETPIPE_SZ) are wrapped by functions in shim.c, which defines it.
 #ifndef REAPERD_CLINUXSHIM_H
 #define REAPERD_CLINUXSHIM_H
-
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
 
 #include <stdint.h>
 #include <fcntl.h>
@@ -33,22 +30,20 @@ static const int CLS_SOCK_CLOEXEC = SOCK_CLOEXEC;
 static const int CLS_SOCK_STREAM = SOCK_STREAM;
 static const int CLS_SOCK_DGRAM = SOCK_DGRAM;
 
-static const unsigned int CLS_SPLICE_F_MOVE = SPLICE_F_MOVE;
-static const unsigned int CLS_SPLICE_F_NONBLOCK = SPLICE_F_NONBLOCK;
-static const int CLS_F_SETPIPE_SZ = F_SETPIPE_SZ;
-static const int CLS_F_GETPIPE_SZ = F_GETPIPE_SZ;
-
 /// accept4(2); Glibc's Swift module hides it behind _GNU_SOURCE.
 int cls_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 
-/// splice(2) between a socket and a pipe; declared here for the same reason.
-ssize_t cls_splice(int fd_in, int fd_out, size_t len, unsigned int flags);
+/// splice(2) between a socket and a pipe, with SPLICE_F_MOVE | SPLICE_F_NONBLOCK.
+ssize_t cls_splice_nonblocking(int fd_in, int fd_out, size_t len);
 
 /// pipe2(2) with O_NONBLOCK | O_CLOEXEC.
 int cls_pipe_nonblocking(int fds[2]);
 
-/// fcntl(2) with an int argument; Swift cannot call the variadic fcntl.
-int cls_fcntl_int(int fd, int cmd, int arg);
+/// fcntl(F_SETPIPE_SZ); returns the size granted or -1. (fcntl is variadic.)
+int cls_set_pipe_size(int fd, int size);
+
+/// fcntl(F_GETPIPE_SZ).
+int cls_pipe_size(int fd);
 
 /// The fields of the kernel's struct tcp_info (<linux/tcp.h>) that reaperd reads.
 /// glibc's struct tcp_info lacks the newer ones and the two headers conflict, so

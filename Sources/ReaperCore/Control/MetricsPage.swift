@@ -1,0 +1,82 @@
+extension Daemon {
+    /// SPEC §6 in the Prometheus text exposition format, version 0.0.4.
+    func metricsPage() -> String {
+        var page = PrometheusText()
+        var byHealth: [String: [Health: Int]] = [:]
+        for connection in table.all { byHealth[connection.listener.name, default: [:]][connection.health, default: 0] += 1 }
+        let all = orderedListeners
+
+        page.family("reaperd_connections", "gauge", "Connections open now, by listener and health.")
+        for listener in all {
+            for health in Health.allCases {
+                page.sample("reaperd_connections", [("listener", listener.name), ("health", health.rawValue)],
+                    Double(byHealth[listener.name]?[health] ?? 0))
+            }
+        }
+        page.family("reaperd_accepted_total", "counter", "Client connections accepted.")
+        for listener in all { page.sample("reaperd_accepted_total", [("listener", listener.name)], Double(listener.counters.accepted)) }
+        page.family("reaperd_refused_total", "counter", "Clients closed at once: over a limit, or the upstream failed.")
+        for listener in all {
+            page.sample("reaperd_refused_total", [("listener", listener.name), ("reason", "limit")], Double(listener.counters.refusedLimit))
+            page.sample("reaperd_refused_total", [("listener", listener.name), ("reason", "upstream")], Double(listener.counters.refusedUpstream))
+        }
+        page.family("reaperd_closed_total", "counter", "Connections closed by a peer (FIN or RST): not reaps.")
+        for listener in all { page.sample("reaperd_closed_total", [("listener", listener.name)], Double(listener.counters.closed)) }
+        page.family("reaperd_reaped_total", "counter", "Connections reaped by reaperd, by reason.")
+        for listener in all {
+            for reason in ReapReason.allCases {
+                page.sample("reaperd_reaped_total", [("listener", listener.name), ("reason", reason.rawValue)],
+                    Double(listener.counters.reaped[reason] ?? 0))
+            }
+        }
+        page.family("reaperd_bytes_total", "counter", "Bytes relayed; in = client to upstream.")
+        for listener in all {
+            let bytes = liveBytes(listener)
+            page.sample("reaperd_bytes_total", [("listener", listener.name), ("direction", "in")], Double(bytes.in))
+            page.sample("reaperd_bytes_total", [("listener", listener.name), ("direction", "out")], Double(bytes.out))
+        }
+        page.family("reaperd_sweep_seconds", "histogram", "Time one TCP_INFO sweep takes.")
+        var cumulative: UInt64 = 0
+        for (index, bound) in SweepStats.bucketBounds.enumerated() {
+            cumulative = sweepStats.bucketCounts[index]
+            page.sample("reaperd_sweep_seconds_bucket", [("le", "\(bound)")], Double(cumulative))
+        }
+        page.sample("reaperd_sweep_seconds_bucket", [("le", "+Inf")], Double(sweepStats.count))
+        page.sample("reaperd_sweep_seconds_sum", [], sweepStats.sum)
+        page.sample("reaperd_sweep_seconds_count", [], Double(sweepStats.count))
+        page.family("reaperd_sweep_connections", "gauge", "Sockets examined by the last sweep.")
+        page.sample("reaperd_sweep_connections", [], Double(sweepStats.lastSockets))
+        return page.text
+    }
+}
+
+/// Writes metric families with HELP/TYPE lines and escaped label values.
+struct PrometheusText {
+    private(set) var text = ""
+
+    mutating func family(_ name: String, _ type: String, _ help: String) {
+        text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+    }
+
+    mutating func sample(_ name: String, _ labels: [(String, String)], _ value: Double) {
+        text += name
+        if !labels.isEmpty {
+            text += "{" + labels.map { "\($0.0)=\"\(Self.escape($0.1))\"" }.joined(separator: ",") + "}"
+        }
+        let rendered = value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : "\(value)"
+        text += " \(rendered)\n"
+    }
+
+    static func escape(_ value: String) -> String {
+        var out = ""
+        for character in value {
+            switch character {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n": out += "\\n"
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,111 @@
+/// One short request/response exchange on the control socket or the metrics
+/// port: read at most `limit` bytes until `terminator`, within `deadline`;
+/// answer; close. A garbage, oversized or slow request gets an error or is cut
+/// off, and never blocks the loop.
+final class RequestConnection: EventHandler {
+    enum Verdict {
+        /// Send these bytes and close.
+        case respond([UInt8])
+        /// Keep reading.
+        case needMore
+    }
+
+    private var socket: FileDescriptor?
+    private var registration: Registration?
+    private var request: [UInt8] = []
+    private var response: [UInt8] = []
+    private var sent = 0
+    private var timer: LoopTimer?
+    private let limit: Int
+    private let loop: EventLoop
+    /// Decides on the bytes read so far; `complete` is true at EOF or the limit.
+    private let respond: (_ request: [UInt8], _ complete: Bool) -> Verdict
+    private let onClose: (RequestConnection) -> Void
+
+    init(
+        socket: consuming FileDescriptor, loop: EventLoop, limit: Int, deadline: Duration,
+        respond: @escaping ([UInt8], Bool) -> Verdict, onClose: @escaping (RequestConnection) -> Void
+    ) throws(SystemError) {
+        let raw = socket.raw
+        self.socket = .some(socket)
+        self.loop = loop
+        self.limit = limit
+        self.respond = respond
+        self.onClose = onClose
+        registration = try loop.register(raw, interest: [.readable], handler: self)
+        timer = loop.schedule(after: deadline) { [weak self] in self?.close() }
+    }
+
+    func handle(_ events: EpollEvents, on registration: Registration) {
+        guard let fd = socket?.raw else { return }
+        if !response.isEmpty {
+            flush(fd)
+            return
+        }
+        if events.contains(.error) {
+            close()
+            return
+        }
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while socket != nil && response.isEmpty {
+            let want = min(chunk.count, limit + 1 - request.count)
+            let result = chunk.withUnsafeMutableBytes { raw in
+                Result { () throws(SystemError) -> IOResult<Int> in
+                    try Sockets.read(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<want]))
+                }
+            }
+            switch result {
+            case .failure:
+                close()
+                return
+            case .success(.wouldBlock):
+                return
+            case .success(.processed(let count)):
+                request.append(contentsOf: chunk[0..<count])
+                let complete = count == 0 || request.count > limit
+                switch respond(request, complete) {
+                case .respond(let bytes):
+                    response = bytes
+                    flush(fd)
+                    return
+                case .needMore:
+                    if complete {
+                        close()
+                        return
+                    }
+                }
+            }
+        }
+    }
+
+    private func flush(_ fd: Int32) {
+        while sent < response.count {
+            let result = response.withUnsafeBytes { raw in
+                Result { () throws(SystemError) -> IOResult<Int> in
+                    try Sockets.write(fd, from: UnsafeRawBufferPointer(rebasing: raw[sent...]))
+                }
+            }
+            switch result {
+            case .success(.processed(let count)):
+                sent += count
+            case .success(.wouldBlock):
+                if let registration { loop.modify(registration, interest: [.writable]) }
+                return
+            case .failure:
+                close()
+                return
+            }
+        }
+        close()
+    }
+
+    func close() {
+        timer?.cancel()
+        timer = nil
+        if let registration { loop.deregister(registration) }
+        registration = nil
+        guard socket != nil else { return }
+        socket = nil
+        onClose(self)
+    }
+}

@@ -1,0 +1,105 @@
+/// What a reload did.
+public enum ReloadOutcome: Equatable, Sendable {
+    case applied
+    /// Refused; the running configuration is unchanged. The text is one or more
+    /// `FILE:LINE: message` lines.
+    case refused(String)
+}
+
+extension Daemon {
+    /// Re-reads the configuration file and applies it: listeners added, removed
+    /// or changed, keepalive settings pushed to live connections. An invalid
+    /// file changes nothing. No established connection is dropped.
+    func reload(trigger: String) -> ReloadOutcome {
+        guard !stopping else { return .refused("reaperd is stopping") }
+        notifier.reloading()
+        let outcome = performReload()
+        switch outcome {
+        case .applied:
+            lastReloadError = nil
+            logger.info(
+                "configuration reloaded", [("REAPERD_CONFIG", configSourceDescription), ("REAPERD_TRIGGER", trigger)],
+                event: .reload)
+        case .refused(let why):
+            lastReloadError = why.split(separator: "\n").first.map(String.init) ?? why
+            for line in why.split(separator: "\n") {
+                logger.error(
+                    "configuration reload refused: \(line)",
+                    [("REAPERD_CONFIG", configSourceDescription), ("REAPERD_TRIGGER", trigger)], event: .reloadFailed)
+            }
+        }
+        lastStatus = ""
+        notifier.ready(status: statusLine())
+        return outcome
+    }
+
+    private func performReload() -> ReloadOutcome {
+        let next: Configuration
+        if let configPath {
+            do {
+                next = try ConfigFile.load(path: configPath)
+            } catch {
+                return .refused(error.diagnostics.map(\.description).joined(separator: "\n"))
+            }
+        } else {
+            next = configuration
+        }
+        do {
+            try applyListeners(next)
+        } catch {
+            return .refused(error.message)
+        }
+        let previous = configuration.daemon
+        configuration = next
+        logger.level = next.daemon.logLevel
+        if next.daemon.pollInterval != previous.pollInterval { scheduleSweep() }
+        for (name, changed) in [
+            ("control_socket", next.daemon.controlSocket != previous.controlSocket),
+            ("metrics", next.daemon.metrics != previous.metrics),
+            ("log_target", next.daemon.logTarget != previous.logTarget),
+        ] where changed {
+            logger.warning("\(name) changed; it takes effect when reaperd restarts", [("REAPERD_KEY", name)])
+        }
+        return .applied
+    }
+
+    /// SIGTERM/SIGINT: stop accepting, let connections drain for
+    /// `shutdown_grace`, then close what is left and return from `run()`.
+    /// A second signal skips the rest of the grace period.
+    func beginShutdown(signal: String) {
+        if stopping {
+            logger.notice("second \(signal): closing remaining connections now")
+            closeAllConnections()
+            return
+        }
+        stopping = true
+        notifier.stopping(status: "stopping: \(table.count) connections draining")
+        logger.info(
+            "reaperd stopping", [("REAPERD_SIGNAL", signal), ("REAPERD_CONNECTIONS", "\(table.count)")], event: .stop)
+        for endpoint in endpoints {
+            if let registration = endpoint.registration { loop.deregister(registration) }
+        }
+        endpoints.removeAll()
+        sweepTimer?.cancel()
+        if table.count == 0 {
+            finishShutdown()
+            return
+        }
+        loop.schedule(after: configuration.daemon.shutdownGrace) { [weak self] in self?.closeAllConnections() }
+    }
+
+    private func closeAllConnections() {
+        for connection in table.all where connection.phase != .ended {
+            connection.end(.shutdown)
+        }
+        if table.count == 0 { finishShutdown() }
+    }
+
+    func finishShutdown() {
+        guard loopRunning else { return }
+        loopRunning = false
+        control = nil
+        metrics = nil
+        loop.stop()
+    }
+}

@@ -1,0 +1,201 @@
+internal import Glibc
+
+/// The running daemon: listeners, connections, the reaper's sweep, signals,
+/// the control socket and the metrics page, all on one event loop.
+public final class Daemon: ConnectionOwner {
+    public let loop: EventLoop
+    let pipes = PipePool()
+    public let logger: Logger
+    let notifier: any ServiceNotifier
+    /// The file reload re-reads; nil when running on the embedded default.
+    let configPath: String?
+    public internal(set) var configuration: Configuration
+
+    /// Every listener seen since start, by name; removed ones stay for counters
+    /// and for their remaining connections.
+    var listeners: [String: ListenerState] = [:]
+    var listenerOrder: [String] = []
+    var endpoints: [ListeningEndpoint] = []
+    var table = ConnectionTable()
+    var nextConnectionID: UInt64 = 1
+    var activated: [ActivatedSocket]
+
+    var sweepTimer: LoopTimer?
+    var sweepStats = SweepStats()
+    var reapsSinceStart: UInt64 = 0
+    var lastStatus = ""
+    var lastReloadError: String?
+    var acceptPaused = false
+    var exhaustionWarnedAt: Instant?
+    var exhaustionCount = 0
+    var stopping = false
+    var loopRunning = true
+    var signals: SignalHandler?
+    var control: ControlServer?
+    var metrics: MetricsServer?
+    let startedAt = Instant.now()
+
+    public init(
+        configuration: Configuration, configPath: String?, logger: Logger, notifier: any ServiceNotifier,
+        activated: [ActivatedSocket] = []
+    ) throws(SystemError) {
+        self.configuration = configuration
+        self.configPath = configPath
+        self.logger = logger
+        self.notifier = notifier
+        self.activated = activated
+        loop = try EventLoop()
+    }
+
+    var maxConnections: Int { configuration.daemon.maxConnections }
+
+    /// Binds every listener, the control socket and the metrics port, then tells
+    /// systemd READY=1. Any failure here is fatal and names what failed.
+    public func start() throws(StartError) {
+        let signalHandler: SignalHandler
+        do {
+            signalHandler = try SignalHandler(daemon: self)
+            try signalHandler.register(on: loop)
+        } catch {
+            throw StartError(message: "signals: \(error)", errno: error.errno.code)
+        }
+        signals = signalHandler
+        do {
+            try applyListeners(configuration)
+        } catch {
+            throw StartError(message: error.message, errno: error.errno, isConfiguration: error.isConfiguration)
+        }
+        do {
+            control = try ControlServer(path: configuration.daemon.controlSocket, daemon: self)
+        } catch {
+            throw StartError(message: "control socket \(configuration.daemon.controlSocket): \(error)", errno: error.errno.code)
+        }
+        if let address = configuration.daemon.metrics {
+            do {
+                metrics = try MetricsServer(endpoint: address, daemon: self)
+            } catch {
+                throw StartError(message: "metrics \(address): \(error.failure)", errno: error.failure.errno.code)
+            }
+        }
+        scheduleSweep()
+        scheduleWatchdog()
+        logger.info(
+            "reaperd started",
+            [
+                ("REAPERD_CONFIG", configSourceDescription),
+                ("REAPERD_LISTENERS", endpoints.map { "\($0.listener.name)=\($0.address)" }.joined(separator: ",")),
+            ], event: .start)
+        notifier.ready(status: statusLine())
+    }
+
+    var configSourceDescription: String {
+        switch configuration.source {
+        case .file(let path): path
+        case .embeddedDefault: "embedded default"
+        }
+    }
+
+    /// Runs until SIGTERM/SIGINT and the drain are done.
+    public func run() throws(SystemError) {
+        try loop.run()
+    }
+
+    // MARK: ConnectionOwner
+
+    func connection(_ connection: Connection, endedWith end: ConnectionEnd) {
+        table.remove(connection)
+        let listener = connection.listener
+        listener.open -= 1
+        listener.counters.bytesIn += connection.bytesIn
+        listener.counters.bytesOut += connection.bytesOut
+        switch end {
+        case .closed, .shutdown:
+            listener.counters.closed += 1
+            if logger.isEnabled(.debug) {
+                logger.debug("connection closed", connectionFields(connection, now: loop.now))
+            }
+        case .upstreamFailed(let why):
+            listener.counters.refusedUpstream += 1
+            logger.warning(
+                "upstream unreachable, client closed",
+                [("REAPERD_LISTENER", listener.name), ("REAPERD_PEER", "\(connection.peer)"), ("REAPERD_ERROR", why)])
+        case .reaped(let reason):
+            listener.counters.reaped[reason, default: 0] += 1
+            reapsSinceStart += 1
+            logReap(connection, reason)
+        }
+        if stopping && table.count == 0 { finishShutdown() }
+    }
+
+    func connectionFields(_ connection: Connection, now: Instant) -> [(name: String, value: String)] {
+        [
+            ("REAPERD_CONNECTION_ID", "\(connection.id)"),
+            ("REAPERD_LISTENER", connection.listener.name),
+            ("REAPERD_PEER", "\(connection.peer)"),
+            ("REAPERD_UPSTREAM", connection.upstreamAddress.map { "\($0)" } ?? "echo"),
+            ("REAPERD_AGE_SEC", "\(now.since(connection.startedAt).components.seconds)"),
+            ("REAPERD_IDLE_SEC", "\(now.since(connection.lastActivity).components.seconds)"),
+            ("REAPERD_BYTES_IN", "\(connection.bytesIn)"),
+            ("REAPERD_BYTES_OUT", "\(connection.bytesOut)"),
+            ("REAPERD_PROBES", "\(connection.probes)"),
+        ]
+    }
+
+    private func logReap(_ connection: Connection, _ reason: ReapReason) {
+        let now = Instant.now()
+        let age = now.since(connection.startedAt).components.seconds
+        let why: String
+        switch reason {
+        case .keepalive: why = "keepalive probes went unanswered"
+        case .userTimeout: why = "data stayed unacknowledged past the user timeout"
+        case .idleTimeout: why = "no bytes moved for the idle timeout"
+        case .halfCloseTimeout: why = "one side stayed half-closed past the timeout"
+        case .upstreamDead: why = "the upstream side died"
+        case .admin: why = "an operator asked for it"
+        }
+        var fields = connectionFields(connection, now: now)
+        fields.insert(("REAPERD_REASON", reason.rawValue), at: 4)
+        logger.notice(
+            "reaped connection \(connection.id) from \(connection.peer) on \(connection.listener.name) after \(age)s: \(why)",
+            fields, event: .reap)
+    }
+
+    /// "12 connections (10 idle, 1 active, 1 probing, 0 dead), 3 reaped since start".
+    func statusLine() -> String {
+        if stopping { return "stopping: \(table.count) connections draining" }
+        var counts: [Health: Int] = [:]
+        for connection in table.all { counts[connection.health, default: 0] += 1 }
+        var line =
+            "\(table.count) connections (\(counts[.active] ?? 0) active, \(counts[.idle] ?? 0) idle, "
+            + "\(counts[.probing] ?? 0) probing, \(counts[.dead] ?? 0) dead), \(reapsSinceStart) reaped since start"
+        if let lastReloadError { line += "; last reload failed: \(lastReloadError)" }
+        return line
+    }
+
+    func publishStatus() {
+        let line = statusLine()
+        guard line != lastStatus else { return }
+        lastStatus = line
+        notifier.status(line)
+    }
+
+    private func scheduleWatchdog() {
+        guard let interval = notifier.watchdogPingInterval else { return }
+        // Sent from a loop timer: a loop that stops turning stops the pings.
+        func ping() {
+            notifier.watchdogPing()
+            loop.schedule(after: interval) { ping() }
+        }
+        ping()
+    }
+}
+
+/// A start-up failure: what to print, and the errno for systemd's `ERRNO=`.
+public struct StartError: Error, CustomStringConvertible {
+    public let message: String
+    public let errno: Int32
+    /// The configuration cannot work as written (exit 78, so systemd does not
+    /// restart into the same failure).
+    public var isConfiguration = false
+    public var description: String { message }
+}

@@ -1,0 +1,285 @@
+/// What a connection needs from the daemon that owns it.
+protocol ConnectionOwner: AnyObject {
+    var loop: EventLoop { get }
+    var pipes: PipePool { get }
+    func connection(_ connection: Connection, endedWith end: ConnectionEnd)
+}
+
+/// One client, its upstream (none in echo mode), and the bytes between them.
+/// Owned by the loop thread; the reaper reads it and asks it to close.
+final class Connection: EventHandler {
+    enum Phase { case connecting, relaying, ended }
+    enum Side { case client, upstream }
+
+    let id: UInt64
+    let listener: ListenerState
+    let peer: SocketAddress
+    /// Where this connection relays to; nil in echo mode.
+    let upstreamAddress: SocketAddress?
+    let startedAt: Instant
+    private(set) var lastActivity: Instant
+    /// When the first FIN arrived, while the other direction still flows.
+    private(set) var halfClosedAt: Instant?
+    private(set) var phase = Phase.connecting
+
+    private var client: FileDescriptor?
+    private var upstream: FileDescriptor?
+    private var clientRegistration: Registration?
+    private var upstreamRegistration: Registration?
+    private var clientInterest: EpollEvents = []
+    private var upstreamInterest: EpollEvents = []
+    private var connectTimer: LoopTimer?
+    private unowned let owner: any ConnectionOwner
+
+    /// Client to upstream; in echo mode, client to client.
+    private(set) var inbound = Flow()
+    /// Upstream to client.
+    private(set) var outbound = Flow()
+
+    // What the last sweep saw; written by the reaper.
+    var health = Health.idle
+    var probes: UInt8 = 0
+    var rttMicroseconds: UInt32 = 0
+    var evidence = ReapEvidence()
+    var bytesAtLastSweep: UInt64 = 0
+    /// Position in the daemon's connection table, for O(1) removal.
+    var tableIndex = -1
+
+    var isEcho: Bool { upstreamAddress == nil }
+    var bytesIn: UInt64 { inbound.bytes }
+    var bytesOut: UInt64 { isEcho ? inbound.bytes : outbound.bytes }
+    var clientDescriptor: Int32? { client?.raw }
+    var upstreamDescriptor: Int32? { upstream?.raw }
+    var upstreamIsTCP: Bool { upstreamAddress.map { !$0.isUnix } ?? false }
+    /// Bytes reaperd holds that the client has not taken yet.
+    var bytesWaitingForClient: Bool { isEcho ? inbound.pending > 0 : outbound.pending > 0 }
+
+    init(
+        id: UInt64, listener: ListenerState, client: consuming FileDescriptor, peer: SocketAddress,
+        upstream: SocketAddress?, owner: any ConnectionOwner, now: Instant
+    ) {
+        self.id = id
+        self.listener = listener
+        self.client = .some(client)
+        self.peer = peer
+        self.upstreamAddress = upstream
+        self.owner = owner
+        self.startedAt = now
+        self.lastActivity = now
+    }
+
+    /// Sets the client's options, registers it, and starts the upstream connect.
+    /// Returns false when the connection already ended (its end was reported).
+    func start() -> Bool {
+        guard let fd = client?.raw else { return false }
+        do {
+            try SocketOptions.applyKeepalive(fd, listener.connection)
+            SocketOptions.disableNagle(fd)
+            clientRegistration = try owner.loop.register(fd, interest: [], handler: self)
+        } catch {
+            end(.closed)
+            return false
+        }
+        guard let upstreamAddress else {
+            phase = .relaying
+            updateInterest()
+            return true
+        }
+        return connect(to: upstreamAddress)
+    }
+
+    private func connect(to address: SocketAddress) -> Bool {
+        do {
+            let socket = try Sockets.stream(family: address.family)
+            if !address.isUnix {
+                SocketOptions.disableNagle(socket.raw)
+                if listener.connection.upstreamKeepalive {
+                    try SocketOptions.applyKeepalive(socket.raw, listener.connection)
+                }
+            }
+            let result = try Sockets.connect(socket.raw, address)
+            let raw = socket.raw
+            upstream = .some(socket)
+            upstreamRegistration = try owner.loop.register(raw, interest: [.writable], handler: self)
+            upstreamInterest = [.writable]
+            if case .processed = result {
+                upstreamConnected()
+            } else {
+                connectTimer = owner.loop.schedule(after: listener.connection.connectTimeout) { [weak self] in
+                    guard let self, self.phase == .connecting else { return }
+                    self.end(.upstreamFailed("connect \(address): timed out after \(self.listener.connection.connectTimeout)"))
+                }
+            }
+            return phase != .ended
+        } catch {
+            end(.upstreamFailed("\(error.call) \(address): \(error.errno)"))
+            return false
+        }
+    }
+
+    private func upstreamConnected() {
+        connectTimer?.cancel()
+        connectTimer = nil
+        phase = .relaying
+        lastActivity = owner.loop.now
+        updateInterest()
+    }
+
+    func handle(_ events: EpollEvents, on registration: Registration) {
+        guard phase != .ended else { return }
+        let side: Side = registration == clientRegistration ? .client : .upstream
+        if phase == .connecting {
+            if side == .upstream {
+                if let fd = upstream?.raw, let error = Sockets.pendingError(fd) {
+                    end(.upstreamFailed("connect \(upstreamAddress.map { "\($0)" } ?? ""): \(error)"))
+                } else if events.contains(.error) || events.contains(.hangup) {
+                    end(.upstreamFailed("connect \(upstreamAddress.map { "\($0)" } ?? ""): hung up"))
+                } else {
+                    upstreamConnected()
+                }
+            } else if events.contains(.error) || events.contains(.hangup) {
+                // The client left before the upstream answered.
+                end(.closed)
+            }
+            return
+        }
+        if events.contains(.error) {
+            let fd = side == .client ? client?.raw : upstream?.raw
+            failed(side, fd.flatMap { Sockets.pendingError($0) })
+            return
+        }
+        let readable = !events.isDisjoint(with: [.readable, .readHangup, .hangup])
+        pump(readClient: side == .client && readable, readUpstream: side == .upstream && readable)
+    }
+
+    /// Moves bytes both ways as far as they go, then settles the state.
+    private func pump(readClient: Bool, readUpstream: Bool) {
+        guard let clientFD = client?.raw else { return }
+        let pool = owner.pipes
+        var delivered = 0
+        do {
+            if isEcho {
+                delivered += try inbound.pump(from: clientFD, to: clientFD, pool: pool, readSource: readClient)
+            } else if let upstreamFD = upstream?.raw {
+                delivered += try inbound.pump(from: clientFD, to: upstreamFD, pool: pool, readSource: readClient)
+                delivered += try outbound.pump(from: upstreamFD, to: clientFD, pool: pool, readSource: readUpstream)
+            }
+        } catch {
+            switch error {
+            case .source(let failure), .destination(let failure):
+                failed(sideOf(error), failure.errno)
+            }
+            return
+        }
+        if delivered > 0 { lastActivity = owner.loop.now }
+        settle()
+    }
+
+    private func sideOf(_ failure: Flow.Failure) -> Side {
+        // Which flow failed is not carried; the one that failed is the one whose
+        // socket now has an error or is closed. Ask the kernel.
+        if let fd = client?.raw, Sockets.pendingError(fd) != nil { return .client }
+        if let fd = upstream?.raw, Sockets.pendingError(fd) != nil { return .upstream }
+        if case .source = failure { return inbound.sourceClosed ? .upstream : .client }
+        return .upstream
+    }
+
+    /// After bytes moved: finish when both directions are done, note a half-close,
+    /// and recompute what each socket waits for.
+    private func settle() {
+        let done = isEcho ? inbound.isDone : (inbound.isDone && outbound.isDone)
+        if done {
+            end(.closed)
+            return
+        }
+        if halfClosedAt == nil && (inbound.sourceClosed || outbound.sourceClosed) {
+            halfClosedAt = owner.loop.now
+        }
+        updateInterest()
+    }
+
+    /// The one place that decides what each socket waits for (STYLE 17): read
+    /// while there is room to put bytes, write while bytes wait.
+    private func updateInterest() {
+        let pool = owner.pipes
+        var wanted: EpollEvents = []
+        if inbound.wantsRead(pool) { wanted.formUnion([.readable, .readHangup]) }
+        if isEcho {
+            if inbound.wantsWrite { wanted.insert(.writable) }
+            setInterest(wanted, side: .client, finished: inbound.sourceClosed && inbound.isDone)
+            return
+        }
+        if outbound.wantsWrite { wanted.insert(.writable) }
+        setInterest(wanted, side: .client, finished: inbound.sourceClosed && outbound.isDone)
+        wanted = []
+        if outbound.wantsRead(pool) { wanted.formUnion([.readable, .readHangup]) }
+        if inbound.wantsWrite { wanted.insert(.writable) }
+        setInterest(wanted, side: .upstream, finished: outbound.sourceClosed && inbound.isDone)
+    }
+
+    /// A socket that has sent FIN and received FIN reports EPOLLHUP forever,
+    /// whatever the interest: it leaves the epoll set (and stays open until the
+    /// connection ends).
+    private func setInterest(_ wanted: EpollEvents, side: Side, finished: Bool) {
+        let registration = side == .client ? clientRegistration : upstreamRegistration
+        guard let registration else { return }
+        if finished {
+            owner.loop.deregister(registration)
+            if side == .client { clientRegistration = nil } else { upstreamRegistration = nil }
+            return
+        }
+        let current = side == .client ? clientInterest : upstreamInterest
+        guard wanted != current else { return }
+        owner.loop.modify(registration, interest: wanted)
+        if side == .client { clientInterest = wanted } else { upstreamInterest = wanted }
+    }
+
+    /// A side failed with `error`. The kernel giving up on a peer is a reap; a
+    /// reset or broken pipe is an ordinary close, passed on as a reset.
+    private func failed(_ side: Side, _ error: Errno?) {
+        let peerGone = error == .timedOut || error == .hostUnreachable || error == .networkUnreachable
+        if peerGone {
+            if side == .client {
+                var evidence = self.evidence
+                if bytesWaitingForClient { evidence.sawDataInFlight = true }
+                end(.reaped(ReapPolicy.clientDeathReason(error, evidence: evidence)))
+            } else {
+                end(.reaped(.upstreamDead))
+            }
+            return
+        }
+        if let fd = side == .client ? upstream?.raw : client?.raw { Sockets.abortOnClose(fd) }
+        end(.closed)
+    }
+
+    /// Reaps now, for `reason` (the reaper and `reaperctl reap` call this).
+    func reap(_ reason: ReapReason) {
+        guard phase != .ended else { return }
+        end(.reaped(reason))
+    }
+
+    /// Applies a listener's new keepalive settings to live sockets (reload).
+    func applySettings(_ settings: ConnectionSettings) {
+        if let fd = client?.raw { try? SocketOptions.applyKeepalive(fd, settings) }
+        if upstreamIsTCP, settings.upstreamKeepalive, let fd = upstream?.raw {
+            try? SocketOptions.applyKeepalive(fd, settings)
+        }
+    }
+
+    /// Closes both sides exactly once and tells the owner.
+    func end(_ end: ConnectionEnd) {
+        precondition(phase != .ended, "connection \(id) ended twice")
+        phase = .ended
+        connectTimer?.cancel()
+        connectTimer = nil
+        if let registration = clientRegistration { owner.loop.deregister(registration) }
+        if let registration = upstreamRegistration { owner.loop.deregister(registration) }
+        clientRegistration = nil
+        upstreamRegistration = nil
+        inbound.release(owner.pipes)
+        outbound.release(owner.pipes)
+        client = nil
+        upstream = nil
+        owner.connection(self, endedWith: end)
+    }
+}
