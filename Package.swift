@@ -29,11 +29,8 @@ let package = Package(
         ),
         .executableTarget(name: "reaperd", dependencies: ["ReaperCore"], swiftSettings: strict),
         .executableTarget(name: "reaperctl", dependencies: ["ReaperCore"], swiftSettings: strict),
+        // Unit tests of pure logic. The integration tests start the real binaries
+        // and live in Tests/integration (pytest), run by `make test`.
         .testTarget(name: "ReaperCoreTests", dependencies: ["ReaperCore"], swiftSettings: strict),
-        .testTarget(
-            name: "IntegrationTests",
-            dependencies: ["ReaperCore"],
-            swiftSettings: strict
-        ),
     ]
 )

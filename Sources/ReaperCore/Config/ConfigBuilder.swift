@@ -1,0 +1,165 @@
+/// Turns grouped sections into a `Configuration`: interprets every value, applies
+/// `[defaults]` to each listener, and checks the rules between keys and sections.
+/// It never stops at the first problem; everything lands in `diagnostics`.
+struct ConfigBuilder {
+    var diagnostics: ConfigDiagnostics
+    /// Which listener binds each address so far, to refuse the same address twice.
+    private var listenOwners: [Endpoint: (name: String, line: Int)] = [:]
+
+    init(diagnostics: ConfigDiagnostics) {
+        self.diagnostics = diagnostics
+    }
+
+    mutating func build(_ sections: [ConfigSection], source: ConfigSource) -> Configuration {
+        var daemon = DaemonSettings.defaults
+        var defaults = ConnectionSettings.defaults
+        // [daemon] and [defaults] first, wherever they are: listeners inherit the whole file.
+        for section in sections {
+            switch section.kind {
+            case .daemon:
+                var settings = DaemonSettings.defaults
+                applyDaemon(section, to: &settings)
+                if !section.isDiscarded { daemon = settings }
+            case .defaults:
+                var settings = ConnectionSettings.defaults
+                applyDefaults(section, to: &settings)
+                if !section.isDiscarded { defaults = settings }
+            case .listener:
+                break
+            }
+        }
+        var listeners: [ListenerSettings] = []
+        var sawListenerSection = false
+        for section in sections {
+            guard case .listener(let name) = section.kind else { continue }
+            sawListenerSection = true
+            let listener = buildListener(name: name, section: section, inheriting: defaults)
+            if !section.isDiscarded { listeners.append(listener) }
+        }
+        if !sawListenerSection {
+            diagnostics.add(nil, "no [listener:NAME] section; at least one listener is required")
+        }
+        return Configuration(source: source, daemon: daemon, defaults: defaults, listeners: listeners)
+    }
+
+    private mutating func applyDaemon(_ section: ConfigSection, to daemon: inout DaemonSettings) {
+        for entry in section.entries {
+            guard let key = DaemonKey(rawValue: entry.key) else {
+                diagnostics.add(entry.line, ConfigKeySuggestion.unknownKeyMessage(entry.key, section: section.kind))
+                continue
+            }
+            check(entry) { value throws(ConfigValueError) in try key.apply(value, to: &daemon) }
+        }
+    }
+
+    private mutating func applyDefaults(_ section: ConfigSection, to defaults: inout ConnectionSettings) {
+        for entry in section.entries {
+            guard let key = ConnectionKey(rawValue: entry.key) else {
+                diagnostics.add(entry.line, ConfigKeySuggestion.unknownKeyMessage(entry.key, section: section.kind))
+                continue
+            }
+            check(entry) { value throws(ConfigValueError) in try key.apply(value, to: &defaults) }
+        }
+    }
+
+    private mutating func buildListener(
+        name: String, section: ConfigSection, inheriting defaults: ConnectionSettings
+    ) -> ListenerSettings {
+        var listener = ListenerSettings(name: name, line: section.line, connection: defaults)
+        var upstreamEntry: ConfigEntry?
+        var modeIsValid = true
+        for entry in section.entries {
+            switch (ListenerKey(rawValue: entry.key), ConnectionKey(rawValue: entry.key)) {
+            case (.listen?, _):
+                listener.listen = listenAddresses(entry)
+                if !section.isDiscarded { claim(listener.listen, for: name, line: entry.line) }
+            case (.mode?, _):
+                modeIsValid = check(entry) { value throws(ConfigValueError) in
+                    listener.mode = try ConfigValues.choice(value, of: ListenerMode.self)
+                }
+            case (.upstream?, _):
+                upstreamEntry = entry
+                check(entry) { value throws(ConfigValueError) in
+                    listener.upstream = try ConfigValues.connectableEndpoint(value, allowUnix: true)
+                }
+            case (nil, let key?):
+                check(entry) { value throws(ConfigValueError) in try key.apply(value, to: &listener.connection) }
+            case (nil, nil):
+                diagnostics.add(entry.line, ConfigKeySuggestion.unknownKeyMessage(entry.key, section: section.kind))
+            }
+        }
+        // A discarded section already has its error; "needs upstream" on it would be noise.
+        switch listener.mode {
+        case .relay where upstreamEntry == nil && modeIsValid && !section.isDiscarded:
+            diagnostics.add(section.line, "listener \(name): mode = relay needs upstream = HOST:PORT (or unix:/PATH)")
+        case .echo:
+            if let upstreamEntry {
+                diagnostics.add(
+                    upstreamEntry.line, "upstream: not allowed with mode = echo; an echo listener has no upstream")
+                listener.upstream = nil
+            }
+        case .relay:
+            break
+        }
+        return listener
+    }
+
+    /// Parses `listen = A, B, ...`: every entry a TCP address, none twice.
+    private mutating func listenAddresses(_ entry: ConfigEntry) -> [Endpoint] {
+        guard !entry.value.isEmpty else {
+            diagnostics.add(entry.line, "listen: missing value")
+            return []
+        }
+        var addresses: [Endpoint] = []
+        for item in entry.value.split(separator: ",", omittingEmptySubsequences: false) {
+            let text = String(item.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
+            guard !text.isEmpty else {
+                diagnostics.add(entry.line, "listen: empty address in the list")
+                continue
+            }
+            switch Endpoint.parse(text) {
+            case .failure(let error):
+                diagnostics.add(entry.line, "listen: \(error.message)")
+            case .success(let endpoint) where endpoint.isUnix:
+                diagnostics.add(entry.line, "listen: \(text): listening on a unix socket is not supported")
+            case .success(let endpoint) where addresses.contains(endpoint):
+                diagnostics.add(entry.line, "listen: \(endpoint) is listed twice")
+            case .success(let endpoint):
+                addresses.append(endpoint)
+            }
+        }
+        return addresses
+    }
+
+    /// Records that `name` binds `addresses`; reports one already bound by another listener.
+    /// Port 0 asks the kernel for a fresh port, so it never conflicts.
+    private mutating func claim(_ addresses: [Endpoint], for name: String, line: Int) {
+        for address in addresses where address.port != 0 {
+            if let owner = listenOwners[address] {
+                diagnostics.add(
+                    line, "listen: \(address) is already used by listener \(owner.name) (line \(owner.line))")
+            } else {
+                listenOwners[address] = (name, line)
+            }
+        }
+    }
+
+    /// Runs `body` on the entry's value, turning a refusal into `KEY: message` at its line.
+    /// Returns whether the value was accepted.
+    @discardableResult
+    private mutating func check(
+        _ entry: ConfigEntry, _ body: (String) throws(ConfigValueError) -> Void
+    ) -> Bool {
+        guard !entry.value.isEmpty else {
+            diagnostics.add(entry.line, "\(entry.key): missing value")
+            return false
+        }
+        do {
+            try body(entry.value)
+            return true
+        } catch {
+            diagnostics.add(entry.line, "\(entry.key): \(error.message)")
+            return false
+        }
+    }
+}

@@ -1,0 +1,39 @@
+/// How much the daemon logs, named like syslog priorities so the journal and the
+/// configuration use the same words. Ordered by severity: `debug < info < notice < warning < err`.
+public enum LogLevel: String, CaseIterable, Sendable, Comparable {
+    case debug, info, notice, warning, err
+
+    private var severity: Int {
+        switch self {
+        case .debug: 0
+        case .info: 1
+        case .notice: 2
+        case .warning: 3
+        case .err: 4
+        }
+    }
+
+    public static func < (lhs: LogLevel, rhs: LogLevel) -> Bool {
+        lhs.severity < rhs.severity
+    }
+}
+
+/// Where log entries go: `auto` means the journal when running under systemd, else stderr.
+public enum LogTarget: String, CaseIterable, Sendable {
+    case auto, journal, console
+}
+
+/// What a listener does with an accepted client: relay it to `upstream`, or echo its bytes back.
+public enum ListenerMode: String, CaseIterable, Sendable {
+    case relay, echo
+}
+
+/// The `user_timeout` setting (`TCP_USER_TIMEOUT`): how long sent data may stay unacknowledged.
+public enum UserTimeout: Hashable, Sendable {
+    /// `keepalive_idle + keepalive_interval * keepalive_count`, so data in flight dies as fast as an idle peer.
+    case auto
+    /// Written `0`: the kernel default (retransmit for many minutes).
+    case off
+    /// An explicit limit, 1 ms ... 2147483647 ms.
+    case after(Duration)
+}

@@ -1,0 +1,66 @@
+extension Configuration {
+    /// The configuration as INI with every key and every default filled in, as
+    /// `reaperd --check-config` prints it. Each listener section lists all connection keys
+    /// fully resolved. The text parses back to an equal configuration (apart from
+    /// `source`), and printing that again gives the same bytes.
+    public func effectiveINI() -> String {
+        var lines = ["# reaperd effective configuration: every key, defaults filled in", "", "[daemon]"]
+        lines += DaemonKey.allCases.map { "\($0.rawValue) = \($0.text(in: daemon))" }
+        lines += ["", "[defaults]"]
+        lines += ConnectionKey.allCases.map { "\($0.rawValue) = \($0.text(in: defaults))" }
+        for listener in listeners {
+            lines += ["", "[listener:\(listener.name)]"]
+            if !listener.listen.isEmpty {
+                lines.append("listen = \(listener.listen.map(\.description).joined(separator: ", "))")
+            }
+            lines.append("mode = \(listener.mode.rawValue)")
+            if let upstream = listener.upstream {
+                lines.append("upstream = \(upstream)")
+            }
+            lines += ConnectionKey.allCases.map { "\($0.rawValue) = \($0.text(in: listener.connection))" }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+extension DaemonKey {
+    func text(in daemon: DaemonSettings) -> String {
+        switch self {
+        case .controlSocket: daemon.controlSocket
+        case .metrics: daemon.metrics?.description ?? "off"
+        case .logLevel: daemon.logLevel.rawValue
+        case .logTarget: daemon.logTarget.rawValue
+        case .pollInterval: ConfigDuration.text(daemon.pollInterval)
+        case .shutdownGrace: ConfigDuration.text(daemon.shutdownGrace)
+        case .maxConnections: "\(daemon.maxConnections)"
+        }
+    }
+}
+
+extension ConnectionKey {
+    func text(in settings: ConnectionSettings) -> String {
+        switch self {
+        case .keepalive: yesNo(settings.keepalive)
+        case .keepaliveIdle: ConfigDuration.text(milliseconds: Int64(settings.keepaliveIdle) * 1000)
+        case .keepaliveInterval: ConfigDuration.text(milliseconds: Int64(settings.keepaliveInterval) * 1000)
+        case .keepaliveCount: "\(settings.keepaliveCount)"
+        case .userTimeout:
+            switch settings.userTimeout {
+            case .auto: "auto"
+            case .off: "0"
+            case .after(let duration): ConfigDuration.text(duration)
+            }
+        case .idleTimeout: ConfigDuration.text(settings.idleTimeout)
+        case .halfCloseTimeout: ConfigDuration.text(settings.halfCloseTimeout)
+        case .connectTimeout: ConfigDuration.text(settings.connectTimeout)
+        case .upstreamKeepalive: yesNo(settings.upstreamKeepalive)
+        case .maxConnections: "\(settings.maxConnections)"
+        case .backlog: "\(settings.backlog)"
+        case .reusePort: yesNo(settings.reusePort)
+        }
+    }
+
+    private func yesNo(_ value: Bool) -> String {
+        value ? "yes" : "no"
+    }
+}
