@@ -1,0 +1,191 @@
+"""The systemd conversation over a real NOTIFY_SOCKET, and socket activation
+with real inherited descriptors (SPEC §7)."""
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+from conftest import REAPERD, Upstream, echo_handler, free_port, listener_section, round_trip, wait_for
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages = []  # (monotonic time, {key: value})
+        self.lock = threading.Lock()
+        self.running = True
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        self.sock.settimeout(0.2)
+        while self.running:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            with self.lock:
+                self.messages.append((time.monotonic(), fields))
+
+    def having(self, key, value=None):
+        with self.lock:
+            return [(t, m) for t, m in self.messages if key in m and (value is None or m[key] == value)]
+
+    def wait(self, key, value=None, count=1, timeout=10):
+        return wait_for(lambda: len(self.having(key, value)) >= count and self.having(key, value),
+                        timeout=timeout, what=f"{key}={value} x{count} on NOTIFY_SOCKET")
+
+    def close(self):
+        self.running = False
+        self.sock.close()
+
+
+def test_ready_status_reload_and_stopping(daemon_factory, tmp_path):
+    up = Upstream(echo_handler)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    port = free_port()
+    d = daemon_factory([listener_section("pg", f"127.0.0.1:{port}", upstream=up.address)],
+                       env={"NOTIFY_SOCKET": notify.path})
+    d.start(wait=False)
+    _, ready = notify.wait("READY", "1")[0]
+    # READY=1 only once every listener is bound: a client connects at once.
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        assert round_trip(s)
+    assert "connections" in ready.get("STATUS", "")
+
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]
+    for s in clients:
+        assert round_trip(s)
+
+    d.signal(signal.SIGHUP)
+    _, reloading = notify.wait("RELOADING", "1")[0]
+    assert int(reloading["MONOTONIC_USEC"]) > 0
+    notify.wait("READY", "1", count=2)
+    for s in clients:
+        assert round_trip(s), "a reload dropped an established connection"
+
+    # A broken file: nothing changes, and STATUS= says why with FILE:LINE.
+    d.config.write_text(d.config.read_text() + "\n[listener:bad]\nmode = sideways\n")
+    d.signal(signal.SIGHUP)
+    notify.wait("RELOADING", "1", count=2)
+    notify.wait("READY", "1", count=3)
+    failed = wait_for(lambda: [m for _, m in notify.having("STATUS") if "reload failed" in m["STATUS"]],
+                      what="STATUS= with the reload failure")
+    assert f"{d.config}:" in failed[-1]["STATUS"]
+    for s in clients:
+        assert round_trip(s), "a refused reload dropped a connection"
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        assert round_trip(s)
+
+    d.signal(signal.SIGTERM)
+    notify.wait("STOPPING", "1")
+    for s in clients:
+        s.close()
+    assert d.proc.wait(15) == 0
+    notify.close()
+    up.close()
+
+
+def test_watchdog_pings_from_the_loop(daemon_factory, tmp_path):
+    notify = NotifySocket(tmp_path / "notify.sock")
+    d = daemon_factory([listener_section("e", "127.0.0.1:0", mode="echo")],
+                       env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"})
+    d.start(wait=False)
+    notify.wait("READY", "1")
+    time.sleep(2.1)
+    pings = notify.having("WATCHDOG", "1")
+    # Half of WATCHDOG_USEC: one ping per 200 ms, about 10 in 2 s.
+    assert 7 <= len(pings) <= 14, len(pings)
+    intervals = [b[0] - a[0] for a, b in zip(pings, pings[1:])]
+    assert max(intervals) < 0.4, intervals
+
+    # A frozen loop stops pinging, which is what lets systemd restart it.
+    d.signal(signal.SIGSTOP)
+    time.sleep(0.1)
+    before = len(notify.having("WATCHDOG", "1"))
+    time.sleep(1.0)
+    assert len(notify.having("WATCHDOG", "1")) == before
+    d.signal(signal.SIGCONT)
+    notify.wait("WATCHDOG", "1", count=before + 2, timeout=3)
+    notify.close()
+
+
+def test_startup_failure_sends_errno(daemon_factory, tmp_path):
+    notify = NotifySocket(tmp_path / "notify.sock")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        d = daemon_factory([listener_section("pg", f"127.0.0.1:{port}", mode="echo")],
+                           env={"NOTIFY_SOCKET": notify.path})
+        d.start(wait=False)
+        assert d.proc.wait(10) != 0
+    _, message = notify.wait("ERRNO")[0]
+    assert message["ERRNO"] == str(98)  # EADDRINUSE
+    assert f"listener pg" in message.get("STATUS", "")
+    assert not notify.having("READY")
+    assert f"listener pg: bind 127.0.0.1:{port}" in d.log()
+    notify.close()
+
+
+def activated_daemon(daemon_factory, tmp_path, names, listeners):
+    """Starts reaperd with listening sockets at fd 3.. and LISTEN_FDS/LISTEN_FDNAMES,
+    as systemd does for a socket unit."""
+    sockets = []
+    for _ in names:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        sockets.append(s)
+    d = daemon_factory(listeners)
+    fds = [s.fileno() for s in sockets]
+
+    def place_fds():
+        # Move the listeners to 3, 4, ... in the child before exec.
+        staged = [os.dup(fd) for fd in fds]
+        for index, fd in enumerate(staged):
+            os.dup2(fd, 3 + index)
+
+    env = dict(os.environ)
+    env.update({"LISTEN_FDS": str(len(fds)), "LISTEN_FDNAMES": ":".join(names)})
+    env.pop("NOTIFY_SOCKET", None)
+    d.stderr = open(d.stderr_path, "ab")
+    d.proc = subprocess.Popen(
+        ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" --config "$1"', str(REAPERD), str(d.config)],
+        stdin=subprocess.DEVNULL, stdout=d.stderr, stderr=d.stderr, env=env, preexec_fn=place_fds,
+        close_fds=False)
+    return d, sockets
+
+
+def test_socket_activation_serves_the_named_listener(daemon_factory, tmp_path):
+    d, sockets = activated_daemon(daemon_factory, tmp_path, ["pg"], [listener_section("pg", None, mode="echo")])
+    wait_for(lambda: d.proc.poll() is not None or d.ctl("status").returncode == 0, what="activated reaperd")
+    assert d.proc.poll() is None, d.log()
+    port = sockets[0].getsockname()[1]
+    sockets[0].close()  # the daemon holds its own copy
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        assert round_trip(s)
+    listener = d.listener("pg")
+    assert listener["addresses"][0]["activated"] is True
+    # Activated listeners survive a reload.
+    assert d.ctl("reload").returncode == 0
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        assert round_trip(s)
+
+
+def test_socket_activation_with_unknown_name_is_an_error(daemon_factory, tmp_path):
+    d, sockets = activated_daemon(daemon_factory, tmp_path, ["nosuch"],
+                                  [listener_section("pg", "127.0.0.1:0", mode="echo")])
+    assert d.proc.wait(10) == 78
+    assert "FileDescriptorName=nosuch" in d.log()
+    for s in sockets:
+        s.close()
