@@ -157,31 +157,26 @@ final class Connection: EventHandler {
         guard let clientFD = client?.raw else { return }
         let pool = owner.pipes
         var delivered = 0
-        do {
-            if isEcho {
+        if isEcho {
+            do {
                 delivered += try inbound.pump(from: clientFD, to: clientFD, pool: pool, readSource: readClient)
-            } else if let upstreamFD = upstream?.raw {
+            } catch {
+                return failed(.client, error.systemError.errno)
+            }
+        } else if let upstreamFD = upstream?.raw {
+            do {
                 delivered += try inbound.pump(from: clientFD, to: upstreamFD, pool: pool, readSource: readClient)
+            } catch {
+                return failed(error.isSource ? .client : .upstream, error.systemError.errno)
+            }
+            do {
                 delivered += try outbound.pump(from: upstreamFD, to: clientFD, pool: pool, readSource: readUpstream)
+            } catch {
+                return failed(error.isSource ? .upstream : .client, error.systemError.errno)
             }
-        } catch {
-            switch error {
-            case .source(let failure), .destination(let failure):
-                failed(sideOf(error), failure.errno)
-            }
-            return
         }
         if delivered > 0 { lastActivity = owner.loop.now }
         settle()
-    }
-
-    private func sideOf(_ failure: Flow.Failure) -> Side {
-        // Which flow failed is not carried; the one that failed is the one whose
-        // socket now has an error or is closed. Ask the kernel.
-        if let fd = client?.raw, Sockets.pendingError(fd) != nil { return .client }
-        if let fd = upstream?.raw, Sockets.pendingError(fd) != nil { return .upstream }
-        if case .source = failure { return inbound.sourceClosed ? .upstream : .client }
-        return .upstream
     }
 
     /// After bytes moved: finish when both directions are done, note a half-close,

@@ -15,6 +15,14 @@ struct Flow {
     enum Failure: Error {
         case source(SystemError)
         case destination(SystemError)
+
+        var isSource: Bool { if case .source = self { true } else { false } }
+
+        var systemError: SystemError {
+            switch self {
+            case .source(let error), .destination(let error): error
+            }
+        }
     }
 
     var store: Store = .empty
