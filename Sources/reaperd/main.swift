@@ -74,7 +74,8 @@ ControlSocketPath.prepareDirectory(for: configuration.daemon.controlSocket)
 do {
     let daemon = try Daemon(
         configuration: configuration, configPath: configPath, logger: logger, notifier: notifier,
-        activated: SocketActivation.receive())
+        activated: SocketActivation.receive(),
+        store: SystemdDescriptorStore.isEnabled(configuration.daemon.fdStore) ? SystemdDescriptorStore() : nil)
     do {
         try daemon.start()
     } catch {

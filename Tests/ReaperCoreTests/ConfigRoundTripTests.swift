@@ -97,6 +97,7 @@ struct ConfigRoundTripTests {
             poll_interval = 1s
             shutdown_grace = 10s
             max_connections = 100000
+            fd_store = auto
 
             [defaults]
             keepalive = yes

@@ -37,3 +37,14 @@ public enum UserTimeout: Hashable, Sendable {
     /// An explicit limit, 1 ms ... 2147483647 ms.
     case after(Duration)
 }
+
+/// `[daemon] fd_store`: whether established connections are handed to systemd's
+/// file descriptor store so they survive a restart or crash.
+public enum FDStoreMode: String, CaseIterable, Sendable {
+    /// On when systemd says the service has a store (`$FDSTORE`, set by systemd 254+
+    /// and by the shipped unit for 252).
+    case auto
+    /// On whenever reaperd runs under systemd (NOTIFY_SOCKET set).
+    case yes
+    case no
+}

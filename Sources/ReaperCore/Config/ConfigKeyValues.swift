@@ -19,6 +19,8 @@ extension DaemonKey {
             daemon.shutdownGrace = try ConfigValues.duration(value, in: 0...hour)
         case .maxConnections:
             daemon.maxConnections = try ConfigValues.integer(value, in: 1...10_000_000)
+        case .fdStore:
+            daemon.fdStore = try ConfigValues.choice(value, of: FDStoreMode.self)
         }
     }
 }

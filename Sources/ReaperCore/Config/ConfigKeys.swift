@@ -7,6 +7,7 @@ enum DaemonKey: String, CaseIterable {
     case pollInterval = "poll_interval"
     case shutdownGrace = "shutdown_grace"
     case maxConnections = "max_connections"
+    case fdStore = "fd_store"
 }
 
 /// Keys of `[defaults]`, which every listener section may also set.

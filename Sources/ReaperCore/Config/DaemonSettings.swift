@@ -14,6 +14,8 @@ public struct DaemonSettings: Hashable, Sendable {
     public var shutdownGrace: Duration
     /// Connection limit across all listeners, 1 ... 10 000 000.
     public var maxConnections: Int
+    /// Hand connections to systemd's file descriptor store.
+    public var fdStore: FDStoreMode
 
     /// The control socket path used when the file does not set one.
     public static let defaultControlSocket = "/run/reaperd/control.sock"
@@ -29,7 +31,8 @@ public struct DaemonSettings: Hashable, Sendable {
         logTarget: LogTarget = .auto,
         pollInterval: Duration = .seconds(1),
         shutdownGrace: Duration = .seconds(10),
-        maxConnections: Int = 100_000
+        maxConnections: Int = 100_000,
+        fdStore: FDStoreMode = .auto
     ) {
         self.controlSocket = controlSocket
         self.metrics = metrics
@@ -38,5 +41,6 @@ public struct DaemonSettings: Hashable, Sendable {
         self.pollInterval = pollInterval
         self.shutdownGrace = shutdownGrace
         self.maxConnections = maxConnections
+        self.fdStore = fdStore
     }
 }

@@ -33,6 +33,7 @@ extension DaemonKey {
         case .pollInterval: ConfigDuration.text(daemon.pollInterval)
         case .shutdownGrace: ConfigDuration.text(daemon.shutdownGrace)
         case .maxConnections: "\(daemon.maxConnections)"
+        case .fdStore: daemon.fdStore.rawValue
         }
     }
 }

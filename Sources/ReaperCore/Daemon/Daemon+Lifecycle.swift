@@ -57,6 +57,7 @@ extension Daemon {
             ("control_socket", next.daemon.controlSocket != previous.controlSocket),
             ("metrics", next.daemon.metrics != previous.metrics),
             ("log_target", next.daemon.logTarget != previous.logTarget),
+            ("fd_store", next.daemon.fdStore != previous.fdStore),
         ] where changed {
             logger.warning("\(name) changed; it takes effect when reaperd restarts", [("REAPERD_KEY", name)])
         }
@@ -81,6 +82,10 @@ extension Daemon {
         }
         endpoints.removeAll()
         sweepTimer?.cancel()
+        if store != nil {
+            shutdownIntoStore()
+            return
+        }
         if table.count == 0 {
             finishShutdown()
             return

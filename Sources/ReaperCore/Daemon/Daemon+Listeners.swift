@@ -41,6 +41,12 @@ extension Daemon {
                         key: item.key, address: address, socket: FileDescriptor(owning: socket.descriptor),
                         listener: state, activated: true, daemon: self)
                     opened.append((item.listener, endpoint))
+                } else if let configured = item.endpoint, let stored = adoptStoredListener(item.listener.name, endpoint: configured) {
+                    let endpoint = ListeningEndpoint(
+                        key: item.key, address: configured.description, socket: FileDescriptor(owning: stored.descriptor),
+                        listener: state, activated: false, daemon: self)
+                    endpoint.isStored = true
+                    opened.append((item.listener, endpoint))
                 } else if let configured = item.endpoint {
                     let socket = try ListeningSocket.open(
                         listener: item.listener.name, endpoint: configured, backlog: item.listener.connection.backlog,
@@ -62,6 +68,7 @@ extension Daemon {
             precondition(!endpoint.activated, "activated sockets are checked above")
             if let registration = endpoint.registration { loop.deregister(registration) }
             endpoint.registration = nil
+            unstoreListener(endpoint)
             logger.info("listener closed", [("REAPERD_LISTENER", endpoint.listener.name), ("REAPERD_ADDRESS", endpoint.address)])
         }
         endpoints.removeAll { !wantedKeys.contains($0.key) }
@@ -96,6 +103,10 @@ extension Daemon {
                 logger.error("cannot watch listener", [("REAPERD_LISTENER", endpoint.listener.name), ("REAPERD_ERROR", "\(error)")])
             }
             endpoints.append(endpoint)
+            if !endpoint.isStored {
+                storeListener(endpoint)
+                endpoint.isStored = store != nil
+            }
             logger.info("listening", [("REAPERD_LISTENER", endpoint.listener.name), ("REAPERD_ADDRESS", endpoint.address)])
         }
     }

@@ -18,7 +18,14 @@ public final class Daemon: ConnectionOwner {
     var endpoints: [ListeningEndpoint] = []
     var table = ConnectionTable()
     var nextConnectionID: UInt64 = 1
+    /// Sockets a socket unit passed, by `FileDescriptorName=`.
     var activated: [ActivatedSocket]
+    /// The file descriptor store, when in use (issue: connections survive restarts).
+    let store: (any DescriptorStore)?
+    /// Listening sockets received back from the store, not yet adopted.
+    var storedListeners: [ActivatedSocket] = []
+    /// Connection sockets received back from the store, adopted by `start()`.
+    var storedConnections: [ActivatedSocket] = []
 
     var sweepTimer: LoopTimer?
     var sweepStats = SweepStats()
@@ -37,13 +44,22 @@ public final class Daemon: ConnectionOwner {
 
     public init(
         configuration: Configuration, configPath: String?, logger: Logger, notifier: any ServiceNotifier,
-        activated: [ActivatedSocket] = []
+        activated: [ActivatedSocket] = [], store: (any DescriptorStore)? = nil
     ) throws(SystemError) {
         self.configuration = configuration
         self.configPath = configPath
         self.logger = logger
         self.notifier = notifier
-        self.activated = activated
+        self.store = store
+        var fromUnit: [ActivatedSocket] = []
+        for socket in activated {
+            switch StoredName(parsing: socket.name) {
+            case .listener: storedListeners.append(socket)
+            case .client, .upstream: storedConnections.append(socket)
+            case nil: fromUnit.append(socket)
+            }
+        }
+        self.activated = fromUnit
         loop = try EventLoop()
     }
 
@@ -77,6 +93,8 @@ public final class Daemon: ConnectionOwner {
                 throw StartError(message: "metrics \(address): \(error.failure)", errno: error.failure.errno.code)
             }
         }
+        releaseUnadoptedListeners()
+        recoverStoredConnections()
         scheduleSweep()
         scheduleWatchdog()
         logger.info(
@@ -101,6 +119,24 @@ public final class Daemon: ConnectionOwner {
     }
 
     // MARK: ConnectionOwner
+
+    func connectionEstablished(_ connection: Connection) {
+        guard let store, let client = connection.clientDescriptor else { return }
+        store.store(client, name: StoredName.client(id: connection.id, listener: connection.listener.name).text)
+        if let upstream = connection.upstreamDescriptor {
+            store.store(upstream, name: StoredName.upstream(id: connection.id, listener: connection.listener.name).text)
+        }
+        connection.isStored = true
+    }
+
+    func connectionClosing(_ connection: Connection) {
+        guard let store, connection.isStored else { return }
+        store.remove(name: StoredName.client(id: connection.id, listener: connection.listener.name).text)
+        if !connection.isEcho {
+            store.remove(name: StoredName.upstream(id: connection.id, listener: connection.listener.name).text)
+        }
+        connection.isStored = false
+    }
 
     func connection(_ connection: Connection, endedWith end: ConnectionEnd) {
         table.remove(connection)

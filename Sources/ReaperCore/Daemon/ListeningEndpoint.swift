@@ -10,6 +10,8 @@ final class ListeningEndpoint: EventHandler {
     /// Passed by systemd socket activation: never closed by a reload.
     let activated: Bool
     var registration: Registration?
+    /// In systemd's file descriptor store (stored by us, or received from it).
+    var isStored = false
     private unowned let daemon: Daemon
 
     init(

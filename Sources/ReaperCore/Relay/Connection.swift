@@ -2,6 +2,10 @@
 protocol ConnectionOwner: AnyObject {
     var loop: EventLoop { get }
     var pipes: PipePool { get }
+    /// Both sides are connected and bytes may flow.
+    func connectionEstablished(_ connection: Connection)
+    /// About to close both sides (before the descriptors are closed).
+    func connectionClosing(_ connection: Connection)
     func connection(_ connection: Connection, endedWith end: ConnectionEnd)
 }
 
@@ -44,6 +48,14 @@ final class Connection: EventHandler {
     var bytesAtLastSweep: UInt64 = 0
     /// Position in the daemon's connection table, for O(1) removal.
     var tableIndex = -1
+    /// Both sockets are in systemd's file descriptor store.
+    var isStored = false
+    /// Shutting down into the store: read nothing more, so reaperd's pipes empty.
+    var draining = false {
+        didSet { if phase == .relaying { updateInterest() } }
+    }
+    /// Bytes sit in reaperd's pipes or buffers (would be lost by exiting now).
+    var holdsBytes: Bool { inbound.pending > 0 || outbound.pending > 0 }
 
     var isEcho: Bool { upstreamAddress == nil }
     var bytesIn: UInt64 { inbound.bytes }
@@ -82,10 +94,46 @@ final class Connection: EventHandler {
         }
         guard let upstreamAddress else {
             phase = .relaying
+            owner.connectionEstablished(self)
             updateInterest()
             return true
         }
         return connect(to: upstreamAddress)
+    }
+
+    /// A connection received back from systemd's file descriptor store after a
+    /// restart: both sides connected already, nothing in flight inside reaperd.
+    init(
+        recoveredID id: UInt64, listener: ListenerState, client: consuming FileDescriptor, peer: SocketAddress,
+        upstream: consuming FileDescriptor?, upstreamAddress: SocketAddress?, owner: any ConnectionOwner, now: Instant
+    ) {
+        self.id = id
+        self.listener = listener
+        self.client = .some(client)
+        self.upstream = upstream
+        self.peer = peer
+        self.upstreamAddress = upstreamAddress
+        self.owner = owner
+        self.startedAt = now
+        self.lastActivity = now
+        self.isStored = true
+    }
+
+    /// Starts watching a recovered connection.
+    func resume() -> Bool {
+        guard let clientFD = client?.raw else { return false }
+        do {
+            clientRegistration = try owner.loop.register(clientFD, interest: [], handler: self)
+            if let upstreamFD = upstream?.raw {
+                upstreamRegistration = try owner.loop.register(upstreamFD, interest: [], handler: self)
+            }
+        } catch {
+            end(.closed)
+            return false
+        }
+        phase = .relaying
+        updateInterest()
+        return true
     }
 
     private func connect(to address: SocketAddress) -> Bool {
@@ -122,6 +170,7 @@ final class Connection: EventHandler {
         connectTimer = nil
         phase = .relaying
         lastActivity = owner.loop.now
+        owner.connectionEstablished(self)
         updateInterest()
     }
 
@@ -155,6 +204,8 @@ final class Connection: EventHandler {
     /// Moves bytes both ways as far as they go, then settles the state.
     private func pump(readClient: Bool, readUpstream: Bool) {
         guard let clientFD = client?.raw else { return }
+        let readClient = readClient && !draining
+        let readUpstream = readUpstream && !draining
         let pool = owner.pipes
         var delivered = 0
         if isEcho {
@@ -198,7 +249,7 @@ final class Connection: EventHandler {
     private func updateInterest() {
         let pool = owner.pipes
         var wanted: EpollEvents = []
-        if inbound.wantsRead(pool) { wanted.formUnion([.readable, .readHangup]) }
+        if inbound.wantsRead(pool) && !draining { wanted.formUnion([.readable, .readHangup]) }
         if isEcho {
             if inbound.wantsWrite { wanted.insert(.writable) }
             setInterest(wanted, side: .client, finished: inbound.sourceClosed && inbound.isDone)
@@ -207,7 +258,7 @@ final class Connection: EventHandler {
         if outbound.wantsWrite { wanted.insert(.writable) }
         setInterest(wanted, side: .client, finished: inbound.sourceClosed && outbound.isDone)
         wanted = []
-        if outbound.wantsRead(pool) { wanted.formUnion([.readable, .readHangup]) }
+        if outbound.wantsRead(pool) && !draining { wanted.formUnion([.readable, .readHangup]) }
         if inbound.wantsWrite { wanted.insert(.writable) }
         setInterest(wanted, side: .upstream, finished: outbound.sourceClosed && inbound.isDone)
     }
@@ -273,6 +324,7 @@ final class Connection: EventHandler {
         upstreamRegistration = nil
         inbound.release(owner.pipes)
         outbound.release(owner.pipes)
+        owner.connectionClosing(self)
         client = nil
         upstream = nil
         owner.connection(self, endedWith: end)

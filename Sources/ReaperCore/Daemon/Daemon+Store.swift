@@ -1,0 +1,128 @@
+/// Connections that survive restarts and crashes: every established connection's
+/// sockets and every listening socket sit in systemd's file descriptor store,
+/// and come back to the next reaperd process.
+extension Daemon {
+    /// A stored listening socket for this listener and address, taken out of
+    /// the received list so it is adopted once.
+    func adoptStoredListener(_ listener: String, endpoint: Endpoint) -> ActivatedSocket? {
+        let name = StoredName.listener(listener, address: endpoint.description)
+        guard let index = storedListeners.firstIndex(where: { $0.name == name }) else { return nil }
+        return storedListeners.remove(at: index)
+    }
+
+    func storeListener(_ endpoint: ListeningEndpoint) {
+        guard let store, !endpoint.activated else { return }
+        store.store(endpoint.socket.raw, name: StoredName.listener(endpoint.listener.name, address: endpoint.key))
+    }
+
+    func unstoreListener(_ endpoint: ListeningEndpoint) {
+        guard let store, !endpoint.activated else { return }
+        store.remove(name: StoredName.listener(endpoint.listener.name, address: endpoint.key))
+    }
+
+    /// Stored listening sockets the configuration no longer names.
+    func releaseUnadoptedListeners() {
+        for socket in storedListeners {
+            store?.remove(name: socket.name)
+            FileDescriptor(owning: socket.descriptor).close()
+            logger.info("stored listening socket no longer configured, released", [("REAPERD_FDNAME", socket.name)])
+        }
+        storedListeners.removeAll()
+    }
+
+    /// Rebuilds the connection table from the store: peer and upstream addresses
+    /// from the sockets, health from the next sweep. Pairs whose sockets died
+    /// meanwhile, or whose listener is gone, are closed and removed from the store.
+    func recoverStoredConnections() {
+        guard !storedConnections.isEmpty else { return }
+        var clients: [UInt64: (listener: String, fd: Int32, name: String)] = [:]
+        var upstreams: [UInt64: (fd: Int32, name: String)] = [:]
+        for socket in storedConnections {
+            switch StoredName(parsing: socket.name) {
+            case .client(let id, let listener): clients[id] = (listener, socket.descriptor, socket.name)
+            case .upstream(let id, _): upstreams[id] = (socket.descriptor, socket.name)
+            default: break
+            }
+        }
+        storedConnections.removeAll()
+        var recovered = 0
+        var dropped = 0
+        for id in clients.keys.sorted() {
+            guard let client = clients[id] else { continue }
+            let upstream = upstreams.removeValue(forKey: id)
+            if adopt(id: id, client: client, upstream: upstream) {
+                recovered += 1
+            } else {
+                dropped += 1
+                store?.remove(name: client.name)
+                if let upstream { store?.remove(name: upstream.name) }
+            }
+            nextConnectionID = max(nextConnectionID, id + 1)
+        }
+        for (_, orphan) in upstreams {
+            dropped += 1
+            store?.remove(name: orphan.name)
+            FileDescriptor(owning: orphan.fd).close()
+        }
+        logger.notice(
+            "recovered \(recovered) connections from the file descriptor store, dropped \(dropped) that had died",
+            [("REAPERD_RECOVERED", "\(recovered)"), ("REAPERD_DROPPED", "\(dropped)")], event: .start)
+    }
+
+    private func adopt(id: UInt64, client: (listener: String, fd: Int32, name: String), upstream: (fd: Int32, name: String)?)
+        -> Bool
+    {
+        guard let state = listeners[client.listener], state.configured,
+            (state.settings.mode == .relay) == (upstream != nil),
+            Self.isAlive(client.fd), upstream.map({ Self.isAlive($0.fd) }) ?? true,
+            let peer = try? Sockets.peerAddress(client.fd),
+            let upstreamAddress = upstream.map({ try? Sockets.peerAddress($0.fd) }) ?? .some(nil),
+            upstream == nil || upstreamAddress != nil
+        else {
+            FileDescriptor(owning: client.fd).close()
+            if let upstream { FileDescriptor(owning: upstream.fd).close() }
+            return false
+        }
+        let upstreamFD: FileDescriptor? = if let upstream { FileDescriptor(owning: upstream.fd) } else { nil }
+        let connection = Connection(
+            recoveredID: id, listener: state, client: FileDescriptor(owning: client.fd), peer: peer,
+            upstream: upstreamFD, upstreamAddress: upstreamAddress, owner: self, now: loop.now)
+        state.open += 1
+        table.add(connection)
+        return connection.resume()
+    }
+
+    /// Still a connection worth relaying: established, or half-closed by the
+    /// peer with the other direction open. Unix sockets report no TCP_INFO.
+    private static func isAlive(_ fd: Int32) -> Bool {
+        if Sockets.pendingError(fd) != nil { return false }
+        guard let info = try? TCPInfo.read(fd) else { return (try? Sockets.peerAddress(fd)) != nil }
+        return info.isEstablished || info.state == TCPInfo.State.closeWait.rawValue
+    }
+
+    /// SIGTERM with the store in use: systemd keeps the sockets whether this is a
+    /// restart (they come back) or a stop (systemd closes them). So stop reading,
+    /// let the bytes already inside reaperd reach their destination, and exit
+    /// without closing any connection. Bounded by `shutdown_grace`.
+    func shutdownIntoStore() {
+        for connection in table.all { connection.draining = true }
+        let deadline = loop.now.adding(configuration.daemon.shutdownGrace)
+        func check() {
+            let holding = table.all.filter(\.holdsBytes).count
+            if holding == 0 || loop.now >= deadline {
+                if holding > 0 {
+                    logger.warning(
+                        "\(holding) connections still held bytes when shutdown_grace ran out; those bytes are lost",
+                        [("REAPERD_CONNECTIONS", "\(holding)")])
+                }
+                logger.info(
+                    "leaving \(table.count) connections in the file descriptor store",
+                    [("REAPERD_CONNECTIONS", "\(table.count)")])
+                finishShutdown()
+                return
+            }
+            loop.schedule(after: .milliseconds(20)) { check() }
+        }
+        check()
+    }
+}
