@@ -91,6 +91,7 @@ class Daemon:
             stdin=subprocess.DEVNULL, stdout=self.stderr, stderr=self.stderr, env=env,
             pass_fds=getattr(self, "pass_fds", ()),
         )
+        self.stderr.close()  # the child holds its own copy
         if wait:
             wait_for(lambda: self.proc.poll() is not None or self.ctl("status").returncode == 0,
                      timeout=15, what="reaperd to answer on its control socket")
@@ -146,13 +147,15 @@ class Daemon:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
     def rss_kib(self):
-        for line in open(f"/proc/{self.proc.pid}/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
+        with open(f"/proc/{self.proc.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
         return 0
 
     def cpu_seconds(self):
-        fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{self.proc.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
         ticks = os.sysconf("SC_CLK_TCK")
         return (int(fields[11]) + int(fields[12])) / ticks
 

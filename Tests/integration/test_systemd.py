@@ -163,6 +163,7 @@ def activated_daemon(daemon_factory, tmp_path, names, listeners):
         ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" --config "$1"', str(REAPERD), str(d.config)],
         stdin=subprocess.DEVNULL, stdout=d.stderr, stderr=d.stderr, env=env, preexec_fn=place_fds,
         close_fds=False)
+    d.stderr.close()
     return d, sockets
 
 

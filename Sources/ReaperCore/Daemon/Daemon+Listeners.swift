@@ -29,32 +29,41 @@ extension Daemon {
             for endpoint in settings.listen { wanted.append((endpoint.description, settings, endpoint, nil)) }
         }
 
-        var kept: [String: ListeningEndpoint] = [:]
-        for endpoint in endpoints { kept[endpoint.key] = endpoint }
-        var opened: [(ListenerSettings, ListeningEndpoint)] = []
+        // Pair each wanted socket with an open one: first the same address on the
+        // same listener, then the same address moved to another listener. Two
+        // listeners may both say `127.0.0.1:0`; each keeps its own socket.
+        var available = endpoints
+        var matched: [ListeningEndpoint?] = wanted.map { item in
+            guard let index = available.firstIndex(where: { $0.key == item.key && $0.listener.name == item.listener.name })
+            else { return nil }
+            return available.remove(at: index)
+        }
+        for (index, item) in wanted.enumerated() where matched[index] == nil {
+            if let found = available.firstIndex(where: { $0.key == item.key }) { matched[index] = available.remove(at: found) }
+        }
+
+        var opened: [(index: Int, endpoint: ListeningEndpoint)] = []
         do {
-            for item in wanted where kept[item.key] == nil {
-                let state = listeners[item.listener.name] ?? ListenerState(settings: item.listener)
+            for (index, item) in wanted.enumerated() where matched[index] == nil {
+                let placeholder = listeners[item.listener.name] ?? ListenerState(settings: item.listener)
                 if let socket = item.activated {
                     let address = (try? Sockets.localAddress(socket.descriptor)).map { "\($0)" } ?? "fd \(socket.descriptor)"
-                    let endpoint = ListeningEndpoint(
+                    opened.append((index, ListeningEndpoint(
                         key: item.key, address: address, socket: FileDescriptor(owning: socket.descriptor),
-                        listener: state, activated: true, daemon: self)
-                    opened.append((item.listener, endpoint))
+                        listener: placeholder, activated: true, daemon: self)))
                 } else if let configured = item.endpoint, let stored = adoptStoredListener(item.listener.name, endpoint: configured) {
                     let endpoint = ListeningEndpoint(
                         key: item.key, address: configured.description, socket: FileDescriptor(owning: stored.descriptor),
-                        listener: state, activated: false, daemon: self)
+                        listener: placeholder, activated: false, daemon: self)
                     endpoint.isStored = true
-                    opened.append((item.listener, endpoint))
+                    opened.append((index, endpoint))
                 } else if let configured = item.endpoint {
                     let socket = try ListeningSocket.open(
                         listener: item.listener.name, endpoint: configured, backlog: item.listener.connection.backlog,
                         reusePort: item.listener.connection.reusePort)
                     let bound = (try? Sockets.localAddress(socket.raw)).map { "\($0)" } ?? configured.description
-                    let endpoint = ListeningEndpoint(
-                        key: item.key, address: bound, socket: socket, listener: state, activated: false, daemon: self)
-                    opened.append((item.listener, endpoint))
+                    opened.append((index, ListeningEndpoint(
+                        key: item.key, address: bound, socket: socket, listener: placeholder, activated: false, daemon: self)))
                 }
             }
         } catch {
@@ -63,15 +72,13 @@ extension Daemon {
         }
 
         // Every bind succeeded: commit.
-        let wantedKeys = Set(wanted.map(\.key))
-        for endpoint in endpoints where !wantedKeys.contains(endpoint.key) {
+        for endpoint in available {
             precondition(!endpoint.activated, "activated sockets are checked above")
             if let registration = endpoint.registration { loop.deregister(registration) }
             endpoint.registration = nil
             unstoreListener(endpoint)
             logger.info("listener closed", [("REAPERD_LISTENER", endpoint.listener.name), ("REAPERD_ADDRESS", endpoint.address)])
         }
-        endpoints.removeAll { !wantedKeys.contains($0.key) }
 
         for name in listenerOrder where !names.contains(name) { listeners[name]?.configured = false }
         for settings in configuration.listeners {
@@ -89,25 +96,33 @@ extension Daemon {
                 listenerOrder.append(settings.name)
             }
         }
-        for endpoint in endpoints {
-            if let state = listeners[endpoint.listener.name], let item = wanted.first(where: { $0.key == endpoint.key }) {
-                endpoint.listener = listeners[item.listener.name] ?? state
+
+        var next: [ListeningEndpoint] = []
+        for (index, item) in wanted.enumerated() {
+            guard let state = listeners[item.listener.name] else { continue }
+            if let endpoint = matched[index] {
+                endpoint.listener = state
+                // listen(2) again takes a new backlog on a listening socket.
+                if !endpoint.activated { try? Sockets.listen(endpoint.socket.raw, backlog: state.connection.backlog) }
+                next.append(endpoint)
             }
         }
-        for (_, endpoint) in opened {
-            if let state = listeners[endpoint.listener.name] { endpoint.listener = state }
+        for (index, endpoint) in opened {
+            guard let state = listeners[wanted[index].listener.name] else { continue }
+            endpoint.listener = state
             do {
                 endpoint.registration = try loop.register(
                     endpoint.socket.raw, interest: acceptPaused ? [] : [.readable], handler: endpoint)
             } catch {
-                logger.error("cannot watch listener", [("REAPERD_LISTENER", endpoint.listener.name), ("REAPERD_ERROR", "\(error)")])
+                logger.error("cannot watch listener", [("REAPERD_LISTENER", state.name), ("REAPERD_ERROR", "\(error)")])
             }
-            endpoints.append(endpoint)
+            next.append(endpoint)
             if !endpoint.isStored {
                 storeListener(endpoint)
                 endpoint.isStored = store != nil
             }
-            logger.info("listening", [("REAPERD_LISTENER", endpoint.listener.name), ("REAPERD_ADDRESS", endpoint.address)])
+            logger.info("listening", [("REAPERD_LISTENER", state.name), ("REAPERD_ADDRESS", endpoint.address)])
         }
+        endpoints = next
     }
 }

@@ -18,6 +18,13 @@ public enum SocketOptions {
             value: Int32(bitPattern: settings.userTimeoutMilliseconds))
     }
 
+    /// Turns keepalive and the user timeout off again (a reload set
+    /// `upstream_keepalive = no`).
+    public static func disableKeepalive(_ fd: Int32) {
+        _ = try? Sockets.setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: 0)
+        _ = try? Sockets.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_USER_TIMEOUT, value: 0)
+    }
+
     /// Relayed bytes go out at once: coalescing is the endpoints' business, and
     /// Nagle on a relay only adds a delay per hop.
     public static func disableNagle(_ fd: Int32) {

@@ -307,8 +307,11 @@ final class Connection: EventHandler {
     /// Applies a listener's new keepalive settings to live sockets (reload).
     func applySettings(_ settings: ConnectionSettings) {
         if let fd = client?.raw { try? SocketOptions.applyKeepalive(fd, settings) }
-        if upstreamIsTCP, settings.upstreamKeepalive, let fd = upstream?.raw {
+        guard upstreamIsTCP, let fd = upstream?.raw else { return }
+        if settings.upstreamKeepalive {
             try? SocketOptions.applyKeepalive(fd, settings)
+        } else {
+            SocketOptions.disableKeepalive(fd)
         }
     }
 
