@@ -193,6 +193,10 @@ final class Connection: EventHandler {
             return
         }
         if events.contains(.error) {
+            // Bytes the peer sent before its reset are still queued: deliver them
+            // first (reads return data before the error), then close.
+            pump(readClient: side == .client, readUpstream: side == .upstream)
+            guard phase != .ended else { return }
             let fd = side == .client ? client?.raw : upstream?.raw
             failed(side, fd.flatMap { Sockets.pendingError($0) })
             return
