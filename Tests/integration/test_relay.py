@@ -470,3 +470,34 @@ def test_backpressure_bounds_memory(daemon_factory, direction):
             s.close()
     finally:
         up.close()
+
+
+def test_bytes_sent_just_before_an_upstream_reset_reach_the_client(daemon_factory):
+    """An upstream that writes and then resets: the bytes it wrote still arrive."""
+    import struct
+
+    def greet_and_reset(conn):
+        conn.recv(16)
+        conn.sendall(b"bye-now\n")
+        time.sleep(0.05)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    up = Upstream(greet_and_reset)
+    try:
+        d = daemon_factory([listener_section("r", "127.0.0.1:0", upstream=up.address)]).start()
+        for _ in range(10):
+            with connect(d.address("r")) as s:
+                s.sendall(b"hi\n")
+                got = b""
+                s.settimeout(5)
+                try:
+                    while len(got) < 8:
+                        chunk = s.recv(64)
+                        if not chunk:
+                            break
+                        got += chunk
+                except ConnectionResetError:
+                    pass
+                assert got == b"bye-now\n"
+    finally:
+        up.close()
