@@ -1,0 +1,348 @@
+#!/usr/bin/env python3
+"""reaperd's end-to-end scenarios against the container's real systemd 252.
+
+run.sh boots the container (sharing the host's network), installs reaperd and calls
+`scenarios.py NAME` for each check, with CT_PID set to the container's PID 1. The
+clients and the upstream service run here on the host; systemctl, journalctl and
+reaperctl run inside the container through nsenter. Every wait is bounded.
+Exit 0 when the scenario holds; otherwise the reason on stderr and exit 1.
+"""
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+CT_PID = os.environ.get("CT_PID", "")
+CT_ROOT = os.environ.get("CT_ROOT", "")
+LISTEN_PORT = 17080
+UPSTREAM_PORT = 17081
+SOCKET_PORT = 17090
+
+
+def in_ct(*cmd, check=True, timeout=60):
+    result = subprocess.run(["nsenter", "-t", CT_PID, "-a", *cmd], capture_output=True, text=True,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}: {result.stderr.strip()}")
+    return result
+
+
+def prop(unit, name):
+    return in_ct("systemctl", "show", "-p", name, "--value", unit).stdout.strip()
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def write_ct(path, text):
+    full = CT_ROOT + path
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(full, "w") as f:
+        f.write(text)
+
+
+CONFIG = f"""# written by Tests/e2e/scenarios.py
+[daemon]
+poll_interval = 200ms
+shutdown_grace = 2s
+log_level = info
+
+[defaults]
+keepalive_idle = 1s
+keepalive_interval = 1s
+keepalive_count = 2
+max_connections = 2000
+
+[listener:pg]
+listen = 127.0.0.1:{LISTEN_PORT}
+mode = relay
+upstream = 127.0.0.1:{UPSTREAM_PORT}
+"""
+
+# For the tests: the watchdog fires within seconds instead of the shipped 10 s.
+DROPIN = """[Service]
+WatchdogSec=3s
+RestartSec=200ms
+"""
+
+
+class Upstream:
+    """The service behind reaperd: echoes, and records every connection's end."""
+
+    def __init__(self, port=UPSTREAM_PORT):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(4096)
+        self.lock = threading.Lock()
+        self.open = 0
+        self.closed = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.open += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                conn.sendall(data)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            with self.lock:
+                self.closed += 1
+
+
+def client(port=LISTEN_PORT):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert round_trip(s), "first round trip failed"
+    return s
+
+
+def round_trip(s):
+    line = f"e2e {random.random()}\n".encode()
+    try:
+        s.settimeout(5)
+        s.sendall(line)
+        got = b""
+        while not got.endswith(b"\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                return False
+            got += chunk
+        return got == line
+    except OSError:
+        return False
+
+
+def all_relay(clients, what):
+    bad = [i for i, s in enumerate(clients) if not round_trip(s)]
+    assert not bad, f"{len(bad)} of {len(clients)} connections no longer relay {what}"
+
+
+class Vanish:
+    """Drops every packet to or from some client ports, as a pulled cable would."""
+
+    def __init__(self):
+        self.table = f"reaperd_e2e_{os.getpid()}"
+        subprocess.run(["nft", "add", "table", "inet", self.table], check=True)
+        subprocess.run(["nft", "add", "chain", "inet", self.table, "out",
+                        "{ type filter hook output priority -10 ; policy accept ; }"], check=True)
+
+    def drop(self, port):
+        for direction in ("sport", "dport"):
+            subprocess.run(["nft", "add", "rule", "inet", self.table, "out", "tcp", direction, str(port), "drop"],
+                           check=True)
+
+    def close(self):
+        subprocess.run(["nft", "delete", "table", "inet", self.table], capture_output=True)
+
+
+def start_reaperd():
+    write_ct("/etc/reaperd/reaperd.conf", CONFIG)
+    write_ct("/etc/systemd/system/reaperd.service.d/e2e.conf", DROPIN)
+    in_ct("systemctl", "daemon-reload")
+    in_ct("systemctl", "restart", "reaperd.service")
+    assert prop("reaperd.service", "ActiveState") == "active"
+
+
+def journal(*matches):
+    out = in_ct("journalctl", "-u", "reaperd.service", "-o", "json", "--no-pager", *matches).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def main_pid():
+    return int(prop("reaperd.service", "MainPID"))
+
+
+# ------------------------------------------------------------------ scenarios
+
+def scenario_reap_journal():
+    """Vanished clients are reaped, and the journal carries every field of SPEC §5."""
+    up = Upstream()
+    start_reaperd()
+    status = prop("reaperd.service", "StatusText")
+    assert "connections" in status, f"STATUS= not kept current: {status!r}"
+    clients = [client() for _ in range(6)]
+    vanish = Vanish()
+    try:
+        gone = clients[:3]
+        ports = {str(s.getsockname()[1]) for s in gone}
+        for s in gone:
+            vanish.drop(s.getsockname()[1])
+        started = time.monotonic()
+        entries = wait_for(
+            lambda: [e for e in journal("REAPERD_REASON=keepalive") if e.get("REAPERD_PEER", "").rsplit(":", 1)[-1] in ports]
+            if len([e for e in journal("REAPERD_REASON=keepalive")
+                    if e.get("REAPERD_PEER", "").rsplit(":", 1)[-1] in ports]) == 3 else None,
+            timeout=10, what="3 keepalive reaps in journalctl -u reaperd REAPERD_REASON=keepalive")
+        elapsed = time.monotonic() - started
+        # idle 1 s + 2 probes x 1 s + poll 0.2 s = 3.2 s, plus the journal's own latency.
+        assert elapsed < 6, f"reaped after {elapsed:.1f}s"
+        for entry in entries:
+            for field in ("MESSAGE", "MESSAGE_ID", "PRIORITY", "REAPERD_LISTENER", "REAPERD_PEER", "REAPERD_UPSTREAM",
+                          "REAPERD_REASON", "REAPERD_AGE_SEC", "REAPERD_IDLE_SEC", "REAPERD_BYTES_IN",
+                          "REAPERD_BYTES_OUT", "REAPERD_PROBES", "CODE_FILE", "CODE_LINE"):
+                assert field in entry, f"journal entry lacks {field}: {entry}"
+            assert entry["MESSAGE_ID"] == "94688cff9b8b47d497d493197145cc91"
+            assert entry["PRIORITY"] == "5"
+            assert entry["REAPERD_LISTENER"] == "pg"
+            assert entry["REAPERD_UPSTREAM"] == f"127.0.0.1:{UPSTREAM_PORT}"
+            assert int(entry["REAPERD_BYTES_IN"]) > 0 and int(entry["REAPERD_PROBES"]) >= 1
+        by_id = in_ct("journalctl", "MESSAGE_ID=94688cff9b8b47d497d493197145cc91", "-o", "cat", "--no-pager").stdout
+        assert by_id.count("reaped connection") >= 3, "journalctl MESSAGE_ID= does not find the reaps"
+        wait_for(lambda: up.closed >= 3, 5, "the upstream to see the 3 reaped connections close")
+        assert up.closed == 3, f"upstream saw {up.closed} closes, expected exactly 3"
+        all_relay(clients[3:], "after the reaps")
+        print(f"3 vanished clients reaped {elapsed:.1f}s after they vanished; journal fields complete")
+    finally:
+        vanish.close()
+        for s in clients:
+            s.close()
+
+
+def scenario_reload():
+    """systemctl reload keeps connections; a broken file makes it fail visibly and changes nothing."""
+    Upstream()
+    start_reaperd()
+    clients = [client() for _ in range(20)]
+    in_ct("systemctl", "reload", "reaperd.service")
+    all_relay(clients, "after systemctl reload")
+    write_ct("/etc/reaperd/reaperd.conf", CONFIG + "\n[listener:broken]\nmode = sideways\n")
+    result = in_ct("systemctl", "reload", "reaperd.service", check=False)
+    assert result.returncode != 0, "systemctl reload succeeded with a broken file"
+    assert prop("reaperd.service", "ActiveState") == "active", "a refused reload stopped the daemon"
+    status = prop("reaperd.service", "StatusText")
+    assert "reload failed" in status and "reaperd.conf:" in status, f"STATUS= does not show the failure: {status!r}"
+    errors = in_ct("journalctl", "-u", "reaperd.service", "MESSAGE_ID=b6f29b81ea0942b1bbd345dc89a68337", "-o", "cat",
+                   "--no-pager").stdout
+    assert "reaperd.conf:" in errors, "reload failure not in the journal with FILE:LINE"
+    all_relay(clients, "after a refused reload")
+    write_ct("/etc/reaperd/reaperd.conf", CONFIG)
+    in_ct("systemctl", "reload", "reaperd.service")
+    all_relay(clients, "after the file was fixed")
+    for s in clients:
+        s.close()
+    print("reload kept 20 connections; a broken file failed systemctl reload and changed nothing")
+
+
+def scenario_survive_restarts():
+    """The file descriptor store: restart, kill -9 and a watchdog timeout keep 200 connections."""
+    up = Upstream()
+    start_reaperd()
+    assert int(prop("reaperd.service", "FileDescriptorStoreMax")) > 0
+    clients = [client() for _ in range(200)]
+    wait_for(lambda: int(prop("reaperd.service", "NFileDescriptorStore") or 0) >= 401, 10,
+             "400 connection sockets and the listener in the store")
+
+    started = time.monotonic()
+    in_ct("systemctl", "restart", "reaperd.service")
+    all_relay(clients, "after systemctl restart")
+    restart_seconds = time.monotonic() - started
+    listed = json.loads(in_ct("reaperctl", "connections", "--json").stdout)
+    assert len(listed) == 200, f"reaperctl lists {len(listed)} connections after the restart"
+    assert up.closed == 0, f"the upstream saw {up.closed} connections close during the restart"
+
+    old = main_pid()
+    os.kill(old, 9)
+    wait_for(lambda: main_pid() not in (0, old) and prop("reaperd.service", "ActiveState") == "active", 15,
+             "systemd to restart reaperd after kill -9")
+    all_relay(clients, "after kill -9")
+    assert up.closed == 0, f"the upstream saw {up.closed} closes after kill -9"
+
+    # Clients that vanish while reaperd is down are reaped by the next one.
+    vanish = Vanish()
+    try:
+        gone = clients[:5]
+        for s in gone:
+            vanish.drop(s.getsockname()[1])
+        in_ct("systemctl", "restart", "reaperd.service")
+        ports = {str(s.getsockname()[1]) for s in gone}
+        wait_for(lambda: len({e.get("REAPERD_PEER", "").rsplit(":", 1)[-1] for e in journal("REAPERD_REASON=keepalive")}
+                             & ports) == 5, 12, "the 5 clients that vanished across a restart to be reaped")
+        wait_for(lambda: up.closed >= 5, 5, "their upstream sides to close")
+    finally:
+        vanish.close()
+    alive = clients[5:]
+    all_relay(alive, "after the vanished ones were reaped")
+
+    # A frozen loop stops the watchdog pings; systemd kills and restarts reaperd.
+    restarts = int(prop("reaperd.service", "NRestarts"))
+    frozen = main_pid()
+    os.kill(frozen, 19)  # SIGSTOP
+    wait_for(lambda: int(prop("reaperd.service", "NRestarts")) > restarts and main_pid() not in (0, frozen)
+             and prop("reaperd.service", "ActiveState") == "active", 20, "the watchdog to restart a frozen reaperd")
+    result = in_ct("journalctl", "-u", "reaperd.service", "--no-pager", "-o", "cat").stdout
+    assert "Watchdog timeout" in result or "watchdog" in result.lower(), "no watchdog timeout in the journal"
+    all_relay(alive, "after the watchdog restart")
+    assert up.closed == 5, f"upstream closes: {up.closed}, expected only the 5 reaped"
+
+    # systemctl stop closes everything and empties the store.
+    in_ct("systemctl", "stop", "reaperd.service")
+    assert prop("reaperd.service", "Result") == "success"
+    assert int(prop("reaperd.service", "NFileDescriptorStore") or 0) == 0
+    for s in alive:
+        s.settimeout(5)
+        try:
+            data = s.recv(1)
+        except ConnectionResetError:
+            data = b""
+        assert data == b"", "a connection stayed open after systemctl stop"
+    wait_for(lambda: up.closed == 200, 10, "the upstream to see every connection close after stop")
+    for s in clients:
+        s.close()
+    print(f"200 connections survived systemctl restart ({restart_seconds:.2f}s), kill -9 and a watchdog restart; "
+          "stop closed them all")
+
+
+def scenario_socket_activation():
+    """reaperd.socket passes a socket named pg that serves [listener:pg]."""
+    up = Upstream(UPSTREAM_PORT)
+    in_ct("systemctl", "stop", "reaperd.service", check=False)
+    write_ct("/etc/reaperd/reaperd.conf", CONFIG.replace(f"listen = 127.0.0.1:{LISTEN_PORT}\n", ""))
+    write_ct("/etc/systemd/system/reaperd.socket.d/e2e.conf",
+             f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{SOCKET_PORT}\n")
+    in_ct("systemctl", "daemon-reload")
+    in_ct("systemctl", "start", "reaperd.socket")
+    assert prop("reaperd.service", "ActiveState") != "active"
+    s = client(SOCKET_PORT)
+    assert prop("reaperd.service", "ActiveState") == "active", "the socket did not activate reaperd"
+    listener = json.loads(in_ct("reaperctl", "status", "--json").stdout)["listeners"][0]
+    assert listener["name"] == "pg" and listener["addresses"][0]["activated"], listener
+    in_ct("systemctl", "reload", "reaperd.service")
+    assert round_trip(s)
+    s.close()
+    in_ct("systemctl", "stop", "reaperd.socket", "reaperd.service")
+    print("reaperd.socket activated reaperd; its listener pg relayed")
+
+
+if __name__ == "__main__":
+    name = sys.argv[1]
+    try:
+        globals()["scenario_" + name]()
+    except AssertionError as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        sys.exit(1)
