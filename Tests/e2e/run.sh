@@ -36,6 +36,8 @@ check() {
     if ((rc == 0)); then
         PASSED=$((PASSED + 1))
         printf 'ok - %s\n' "$name"
+        # Scenarios print what they measured; keep it in the log as comments.
+        [[ $name == scenario-* ]] && sed 's/^/#   /' "$LOG"
     else
         FAILED=$((FAILED + 1))
         printf 'not ok - %s\n' "$name"

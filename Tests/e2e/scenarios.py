@@ -267,7 +267,7 @@ def scenario_survive_restarts():
     assert up.closed == 0, f"the upstream saw {up.closed} connections close during the restart"
 
     old = main_pid()
-    os.kill(old, 9)
+    in_ct("kill", "-KILL", str(old))  # MainPID is a PID of the container's namespace
     wait_for(lambda: main_pid() not in (0, old) and prop("reaperd.service", "ActiveState") == "active", 15,
              "systemd to restart reaperd after kill -9")
     all_relay(clients, "after kill -9")
@@ -292,7 +292,7 @@ def scenario_survive_restarts():
     # A frozen loop stops the watchdog pings; systemd kills and restarts reaperd.
     restarts = int(prop("reaperd.service", "NRestarts"))
     frozen = main_pid()
-    os.kill(frozen, 19)  # SIGSTOP
+    in_ct("kill", "-STOP", str(frozen))
     wait_for(lambda: int(prop("reaperd.service", "NRestarts")) > restarts and main_pid() not in (0, frozen)
              and prop("reaperd.service", "ActiveState") == "active", 20, "the watchdog to restart a frozen reaperd")
     result = in_ct("journalctl", "-u", "reaperd.service", "--no-pager", "-o", "cat").stdout
