@@ -1,9 +1,11 @@
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stddef.h>
 #include <string.h>
 #include <fcntl.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <netinet/in.h>
 #include <linux/tcp.h>
 
@@ -27,6 +29,28 @@ int cls_set_pipe_size(int fd, int size) {
 
 int cls_pipe_size(int fd) {
     return fcntl(fd, F_GETPIPE_SZ);
+}
+
+ssize_t cls_send_with_fds(int fd, const void *buf, size_t len, const int *fds, int nfds, int flags) {
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    size_t space = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+    char control[CMSG_SPACE(sizeof(int) * 16)];
+    if (nfds > 0) {
+        if (nfds > 16) { errno = EINVAL; return -1; }
+        memset(control, 0, sizeof(control));
+        msg.msg_control = control;
+        msg.msg_controllen = space;
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * (size_t)nfds);
+    }
+    return sendmsg(fd, &msg, flags);
 }
 
 #define HAS_FIELD(len, field) \

@@ -75,7 +75,9 @@ do {
     let daemon = try Daemon(
         configuration: configuration, configPath: configPath, logger: logger, notifier: notifier,
         activated: SocketActivation.receive(),
-        store: SystemdDescriptorStore.isEnabled(configuration.daemon.fdStore) ? SystemdDescriptorStore() : nil)
+        store: SystemdDescriptorStore.capacity(for: configuration.daemon.fdStore).flatMap {
+            SystemdDescriptorStore(capacity: $0)
+        })
     do {
         try daemon.start()
     } catch {

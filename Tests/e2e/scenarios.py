@@ -318,6 +318,124 @@ def scenario_survive_restarts():
           "stop closed them all")
 
 
+def selector_echo_server(port, ready):
+    """An echo service for thousands of connections in one thread (a child process)."""
+    import resource
+    import selectors
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    sel = selectors.DefaultSelector()
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(4096)
+    server.setblocking(False)
+    sel.register(server, selectors.EVENT_READ)
+    ready.set()
+    while True:
+        for key, _ in sel.select():
+            if key.fileobj is server:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    continue
+                conn.setblocking(False)
+                sel.register(conn, selectors.EVENT_READ)
+                continue
+            try:
+                data = key.fileobj.recv(65536)
+                if data:
+                    key.fileobj.send(data)  # a few bytes: the socket buffer takes them
+                    continue
+            except OSError:
+                pass
+            sel.unregister(key.fileobj)
+            key.fileobj.close()
+
+
+def round_trip_all(clients, timeout=60):
+    """One line through every connection at once; returns how many came back."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    pending = {}
+    for s in clients:
+        s.setblocking(False)
+        try:
+            s.send(b"x\n")
+        except OSError:
+            continue
+        pending[s] = b""
+        sel.register(s, selectors.EVENT_READ)
+    done = 0
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=1):
+            s = key.fileobj
+            try:
+                pending[s] += s.recv(16)
+            except OSError:
+                pass
+            if pending[s] == b"x\n":
+                done += 1
+                del pending[s]
+                sel.unregister(s)
+    sel.close()
+    return done
+
+
+def scenario_restart_many():
+    """How long storing takes and a restart lasts until thousands of idle relayed
+    connections relay again. Not 10 000: every process here, the container's PID 1
+    included, may hold at most 20 000 descriptors, and systemd 252 compares each stored
+    descriptor with every other one, so PID 1's cost grows with the square of the count."""
+    import multiprocessing
+    import resource
+    count = int(os.environ.get("REAPERD_E2E_MANY", "4000"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ready = multiprocessing.Event()
+    server = multiprocessing.Process(target=selector_echo_server, args=(UPSTREAM_PORT + 1, ready), daemon=True)
+    server.start()
+    try:
+        assert ready.wait(10) and server.is_alive(), "the upstream service did not start"
+        with socket.create_connection(("127.0.0.1", UPSTREAM_PORT + 1), timeout=5) as probe:
+            assert round_trip(probe), "the upstream service does not echo"
+        config = CONFIG.replace(f"upstream = 127.0.0.1:{UPSTREAM_PORT}", f"upstream = 127.0.0.1:{UPSTREAM_PORT + 1}")
+        write_ct("/etc/reaperd/reaperd.conf", config.replace("max_connections = 2000", "max_connections = 10000")
+                 .replace("keepalive_idle = 1s", "keepalive_idle = 60s"))
+        write_ct("/etc/systemd/system/reaperd.service.d/e2e.conf", DROPIN)
+        in_ct("systemctl", "daemon-reload")
+        in_ct("systemctl", "restart", "reaperd.service")
+        clients = []
+        connect_started = time.monotonic()
+        for _ in range(count):
+            clients.append(socket.create_connection(("127.0.0.1", LISTEN_PORT), timeout=10))
+        relayed = round_trip_all(clients, timeout=60)
+        if relayed != count:
+            pid = main_pid()
+            limits = in_ct("grep", "open files", f"/proc/{pid}/limits", check=False).stdout.strip()
+            status = in_ct("reaperctl", "status", check=False).stdout[:400]
+            tail = in_ct("journalctl", "-u", "reaperd.service", "-n", "8", "--no-pager", check=False).stdout
+            raise AssertionError(f"{relayed} of {count} relayed before the restart; upstream alive: "
+                                 f"{server.is_alive()}\n{limits}\n{status}\n{tail}")
+        wait_for(lambda: int(prop("reaperd.service", "NFileDescriptorStore") or 0) >= 2 * count + 1, 120,
+                 f"{2 * count} connection sockets in the store")
+        stored = time.monotonic() - connect_started
+        started = time.monotonic()
+        in_ct("systemctl", "restart", "reaperd.service")
+        active = time.monotonic() - started
+        relayed = round_trip_all(clients)
+        total = time.monotonic() - started
+        assert relayed == count, f"only {relayed} of {count} relayed after the restart"
+        in_ct("systemctl", "stop", "reaperd.service")
+        for s in clients:
+            s.close()
+        print(f"{count} connections opened, relayed and stored in {stored:.2f}s; restart: active again after "
+              f"{active:.2f}s, all {count} relaying after {total:.2f}s")
+    finally:
+        server.kill()
+
+
 def scenario_socket_activation():
     """reaperd.socket passes a socket named pg that serves [listener:pg]."""
     up = Upstream(UPSTREAM_PORT)

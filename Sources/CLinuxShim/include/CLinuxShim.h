@@ -45,6 +45,10 @@ int cls_set_pipe_size(int fd, int size);
 /// fcntl(F_GETPIPE_SZ).
 int cls_pipe_size(int fd);
 
+/// sendmsg(2) of `len` bytes with `nfds` descriptors as SCM_RIGHTS; the CMSG_*
+/// macros that build the control message cannot be called from Swift.
+ssize_t cls_send_with_fds(int fd, const void *buf, size_t len, const int *fds, int nfds, int flags);
+
 /// The fields of the kernel's struct tcp_info (<linux/tcp.h>) that reaperd reads.
 /// glibc's struct tcp_info lacks the newer ones and the two headers conflict, so
 /// shim.c includes only the kernel's and copies what the kernel filled in.

@@ -27,10 +27,14 @@ struct ConfigSection {
     static func group(_ lines: [INILine], diagnostics: inout ConfigDiagnostics) -> [ConfigSection] {
         var sections: [ConfigSection] = []
         var firstLine: [Kind: Int] = [:]
+        // Keys of the current section with their lines: a hash lookup per key, so
+        // a file of many keys costs linear time, not quadratic.
+        var keyLines: [String: Int] = [:]
         var inUnknownSection = false
         for line in lines {
             switch line {
             case .header(let name, let number):
+                keyLines = [:]
                 guard let (kind, nameIsValid) = kind(of: name, line: number, diagnostics: &diagnostics) else {
                     inUnknownSection = true
                     continue
@@ -53,10 +57,11 @@ struct ConfigSection {
                         number, "\(key) is outside any section; put it under [daemon], [defaults] or [listener:NAME]")
                     continue
                 }
-                if let first = sections[current].entries.first(where: { $0.key == key }) {
-                    diagnostics.add(number, "duplicate key \(key) (first set at line \(first.line))")
+                if let first = keyLines[key] {
+                    diagnostics.add(number, "duplicate key \(key) (first set at line \(first))")
                     continue
                 }
+                keyLines[key] = number
                 sections[current].entries.append(ConfigEntry(key: key, value: value, line: number))
             }
         }

@@ -117,10 +117,7 @@ extension Daemon {
                 logger.error("cannot watch listener", [("REAPERD_LISTENER", state.name), ("REAPERD_ERROR", "\(error)")])
             }
             next.append(endpoint)
-            if !endpoint.isStored {
-                storeListener(endpoint)
-                endpoint.isStored = store != nil
-            }
+            if !endpoint.isStored { endpoint.isStored = storeListener(endpoint) }
             logger.info("listening", [("REAPERD_LISTENER", state.name), ("REAPERD_ADDRESS", endpoint.address)])
         }
         endpoints = next

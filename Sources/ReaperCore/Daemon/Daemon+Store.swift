@@ -10,20 +10,21 @@ extension Daemon {
         return storedListeners.remove(at: index)
     }
 
-    func storeListener(_ endpoint: ListeningEndpoint) {
-        guard let store, !endpoint.activated else { return }
-        store.store(endpoint.socket.raw, name: StoredName.listener(endpoint.listener.name, address: endpoint.key))
+    /// True when the socket is now in the store.
+    func storeListener(_ endpoint: ListeningEndpoint) -> Bool {
+        guard let store, !endpoint.activated else { return false }
+        return store.store(endpoint.socket.raw, name: StoredName.listener(endpoint.listener.name, address: endpoint.key))
     }
 
     func unstoreListener(_ endpoint: ListeningEndpoint) {
-        guard let store, !endpoint.activated else { return }
-        store.remove(name: StoredName.listener(endpoint.listener.name, address: endpoint.key))
+        guard endpoint.isStored, !endpoint.activated else { return }
+        unstore(StoredName.listener(endpoint.listener.name, address: endpoint.key))
     }
 
     /// Stored listening sockets the configuration no longer names.
     func releaseUnadoptedListeners() {
         for socket in storedListeners {
-            store?.remove(name: socket.name)
+            unstore(socket.name)
             FileDescriptor(owning: socket.descriptor).close()
             logger.info("stored listening socket no longer configured, released", [("REAPERD_FDNAME", socket.name)])
         }
@@ -54,14 +55,14 @@ extension Daemon {
                 recovered += 1
             } else {
                 dropped += 1
-                store?.remove(name: client.name)
-                if let upstream { store?.remove(name: upstream.name) }
+                unstore(client.name)
+                if let upstream { unstore(upstream.name) }
             }
             nextConnectionID = max(nextConnectionID, id + 1)
         }
         for (_, orphan) in upstreams {
             dropped += 1
-            store?.remove(name: orphan.name)
+            unstore(orphan.name)
             FileDescriptor(owning: orphan.fd).close()
         }
         logger.notice(

@@ -26,6 +26,8 @@ public final class Daemon: ConnectionOwner {
     var storedListeners: [ActivatedSocket] = []
     /// Connection sockets received back from the store, adopted by `start()`.
     var storedConnections: [ActivatedSocket] = []
+    var storeSkips = 0
+    var storeWarnedAt: Instant?
 
     var sweepTimer: LoopTimer?
     var sweepStats = SweepStats()
@@ -60,7 +62,9 @@ public final class Daemon: ConnectionOwner {
             }
         }
         self.activated = fromUnit
+        store?.adopted(activated.count - fromUnit.count)
         loop = try EventLoop()
+        store?.attach(to: loop)
     }
 
     var maxConnections: Int { configuration.daemon.maxConnections }
@@ -122,20 +126,41 @@ public final class Daemon: ConnectionOwner {
 
     func connectionEstablished(_ connection: Connection) {
         guard let store, let client = connection.clientDescriptor else { return }
-        store.store(client, name: StoredName.client(id: connection.id, listener: connection.listener.name).text)
+        let clientName = StoredName.client(id: connection.id, listener: connection.listener.name).text
+        guard store.store(client, name: clientName) else { return storeSkipped() }
         if let upstream = connection.upstreamDescriptor {
-            store.store(upstream, name: StoredName.upstream(id: connection.id, listener: connection.listener.name).text)
+            let upstreamName = StoredName.upstream(id: connection.id, listener: connection.listener.name).text
+            guard store.store(upstream, name: upstreamName) else {
+                // Half a pair is useless after a restart: take the client side back.
+                unstore(clientName)
+                return storeSkipped()
+            }
         }
         connection.isStored = true
     }
 
     func connectionClosing(_ connection: Connection) {
-        guard let store, connection.isStored else { return }
-        store.remove(name: StoredName.client(id: connection.id, listener: connection.listener.name).text)
-        if !connection.isEcho {
-            store.remove(name: StoredName.upstream(id: connection.id, listener: connection.listener.name).text)
-        }
+        guard connection.isStored else { return }
+        // FIN now, although PID 1 still holds a copy until it reads the removal;
+        // it also drops a copy whose socket hangs up, should the removal be lost.
+        if let fd = connection.clientDescriptor { Sockets.shutdownBoth(fd) }
+        if let fd = connection.upstreamDescriptor { Sockets.shutdownBoth(fd) }
+        unstore(StoredName.client(id: connection.id, listener: connection.listener.name).text)
+        if !connection.isEcho { unstore(StoredName.upstream(id: connection.id, listener: connection.listener.name).text) }
         connection.isStored = false
+    }
+
+    func unstore(_ name: String) { store?.remove(name: name) }
+
+    private func storeSkipped() {
+        storeSkips += 1
+        let now = loop.now
+        if storeWarnedAt.map({ now.since($0) >= .seconds(60) }) ?? true {
+            storeWarnedAt = now
+            logger.warning(
+                "file descriptor store full or busy: new connections are not protected across restarts",
+                [("REAPERD_SKIPPED", "\(storeSkips)")])
+        }
     }
 
     func connection(_ connection: Connection, endedWith end: ConnectionEnd) {

@@ -83,3 +83,10 @@ extension Files {
         mkdir(path, mode_t(mode)) == 0
     }
 }
+
+extension Files {
+    /// dup(2) with close-on-exec: a second descriptor for the same open file.
+    public static func duplicate(_ fd: Int32) throws(SystemError) -> FileDescriptor {
+        FileDescriptor(owning: try syscall("fcntl(F_DUPFD_CLOEXEC)") { fcntl(fd, F_DUPFD_CLOEXEC, 0) })
+    }
+}

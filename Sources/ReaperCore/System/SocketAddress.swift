@@ -48,6 +48,27 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
     }
 
+    /// `$NOTIFY_SOCKET`: a path, or `@name` for an abstract socket.
+    public init?(notifySocket: String) {
+        guard notifySocket.hasPrefix("@") else {
+            self.init(unixPath: notifySocket)
+            return
+        }
+        self.init()
+        var un = sockaddr_un()
+        un.sun_family = sa_family_t(AF_UNIX)
+        var bytes = Array(notifySocket.utf8)
+        bytes[0] = 0
+        guard bytes.count <= MemoryLayout.size(ofValue: un.sun_path) else { return nil }
+        withUnsafeMutableBytes(of: &un.sun_path) { raw in
+            for (index, byte) in bytes.enumerated() { raw[index] = byte }
+        }
+        withUnsafeMutableBytes(of: &storage) { raw in
+            raw.storeBytes(of: un, as: sockaddr_un.self)
+        }
+        length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count)
+    }
+
     public var family: Int32 { Int32(storage.ss_family) }
 
     public var isUnix: Bool { family == AF_UNIX }

@@ -140,3 +140,27 @@ extension Sockets {
         }
     }
 }
+
+extension Sockets {
+    /// Sends one datagram carrying `descriptors` (SCM_RIGHTS) without blocking.
+    /// The corresponding C function is `sendmsg`, with MSG_DONTWAIT | MSG_NOSIGNAL.
+    public static func sendNonBlocking(_ fd: Int32, _ bytes: [UInt8], descriptors: [Int32]) throws(SystemError)
+        -> IOResult<Int>
+    {
+        try nonBlockingSyscall("sendmsg") {
+            bytes.withUnsafeBytes { raw in
+                descriptors.withUnsafeBufferPointer { fds in
+                    cls_send_with_fds(
+                        fd, raw.baseAddress, raw.count, fds.baseAddress, Int32(fds.count),
+                        Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+                }
+            }
+        }
+    }
+
+    /// Both directions finished: the peer gets FIN now even while another process
+    /// (systemd's descriptor store) still holds a copy of the socket.
+    public static func shutdownBoth(_ fd: Int32) {
+        _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
+    }
+}
