@@ -102,3 +102,35 @@ import Testing
         #expect(ReapPolicy.decide(observe(client: info(), halfClosed: .seconds(99)), evidence: .init(), settings: settings) == nil)
     }
 }
+
+@Suite struct SweepScheduleTests {
+    let now = Instant(nanoseconds: 1_000_000_000_000)
+
+    func info(probes: UInt8 = 0, unacked: UInt32 = 0, silentMs: UInt32) -> TCPInfo {
+        var info = TCPInfo()
+        info.state = TCPInfo.State.established.rawValue
+        info.probes = probes
+        info.unacked = unacked
+        info.lastAckReceivedMilliseconds = silentMs
+        info.lastDataReceivedMilliseconds = silentMs + 5000
+        return info
+    }
+
+    @Test func healthyIdleSocketIsReadWhenTheFirstProbeCanGoOut() {
+        let next = ReapPolicy.nextCheck(after: info(silentMs: 20_000), keepaliveIdleSeconds: 60, now: now)
+        #expect(next == now.adding(.seconds(40)))
+    }
+
+    @Test func probingOrBusySocketsAreReadEverySweep() {
+        #expect(ReapPolicy.nextCheck(after: info(probes: 1, silentMs: 61_000), keepaliveIdleSeconds: 60, now: now) == now)
+        #expect(ReapPolicy.nextCheck(after: info(unacked: 3, silentMs: 10), keepaliveIdleSeconds: 60, now: now) == now)
+        #expect(ReapPolicy.nextCheck(after: info(silentMs: 60_000), keepaliveIdleSeconds: 60, now: now) == now)
+        var closed = info(silentMs: 0)
+        closed.state = TCPInfo.State.close.rawValue
+        #expect(ReapPolicy.nextCheck(after: closed, keepaliveIdleSeconds: 60, now: now) == now)
+    }
+
+    @Test func withoutKeepaliveTheSafetyNetIsAMinute() {
+        #expect(ReapPolicy.nextCheck(after: info(silentMs: 0), keepaliveIdleSeconds: nil, now: now) == now.adding(.seconds(60)))
+    }
+}

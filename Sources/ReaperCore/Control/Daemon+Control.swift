@@ -7,6 +7,13 @@ extension Daemon {
         case .connections(let name, let json):
             if let name, listeners[name] == nil { return ControlResponse.error("no listener named '\(name)'") }
             let rows = table.all.filter { name == nil || $0.listener.name == name }.sorted { $0.id < $1.id }
+            // The sweep reads an idle socket only about once per keepalive_idle;
+            // an operator looking gets the round-trip time as of now.
+            for connection in rows {
+                if let fd = connection.clientDescriptor, let info = try? TCPInfo.read(fd) {
+                    connection.rttMicroseconds = info.rttMicroseconds
+                }
+            }
             return ControlResponse.ok(json ? connectionsJSON(rows) : connectionsTable(rows))
         case .reap(let id):
             guard let connection = table.find(id: id), connection.phase != .ended else {

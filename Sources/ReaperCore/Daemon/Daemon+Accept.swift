@@ -4,19 +4,19 @@ extension Daemon {
     func accept(from endpoint: ListeningEndpoint) {
         guard !stopping, !acceptPaused else { return }
         for _ in 0..<64 {
-            let result: IOResult<FileDescriptor>
+            let result: IOResult<Sockets.Accepted>
             do {
-                result = try Sockets.accept(endpoint.socket.raw)
+                result = try Sockets.acceptWithPeer(endpoint.socket.raw)
             } catch {
                 acceptFailed(error)
                 return
             }
-            guard case .processed(let client) = consume result else { return }
-            admit(client, on: endpoint)
+            guard case .processed(let accepted) = consume result else { return }
+            admit(accepted.socket, peer: accepted.peer, on: endpoint)
         }
     }
 
-    private func admit(_ client: consuming FileDescriptor, on endpoint: ListeningEndpoint) {
+    private func admit(_ client: consuming FileDescriptor, peer: SocketAddress, on endpoint: ListeningEndpoint) {
         let listener = endpoint.listener
         if table.count >= maxConnections || listener.open >= listener.connection.maxConnections {
             // Closed at once: a client past the limit costs one accept and one close.
@@ -28,7 +28,6 @@ extension Daemon {
             return
         }
         listener.counters.accepted += 1
-        let peer = (try? Sockets.peerAddress(client.raw)) ?? SocketAddress(ip: "0.0.0.0", port: 0)!
         let upstream: SocketAddress? =
             listener.settings.mode == .relay ? listener.settings.upstream.map(\.socketAddress) : nil
         let connection = Connection(

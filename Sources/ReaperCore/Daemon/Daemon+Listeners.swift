@@ -60,7 +60,7 @@ extension Daemon {
                 } else if let configured = item.endpoint {
                     let socket = try ListeningSocket.open(
                         listener: item.listener.name, endpoint: configured, backlog: item.listener.connection.backlog,
-                        reusePort: item.listener.connection.reusePort)
+                        reusePort: item.listener.connection.reusePort, settings: item.listener.connection)
                     let bound = (try? Sockets.localAddress(socket.raw)).map { "\($0)" } ?? configured.description
                     opened.append((index, ListeningEndpoint(
                         key: item.key, address: bound, socket: socket, listener: placeholder, activated: false, daemon: self)))
@@ -104,12 +104,15 @@ extension Daemon {
                 endpoint.listener = state
                 // listen(2) again takes a new backlog on a listening socket.
                 if !endpoint.activated { try? Sockets.listen(endpoint.socket.raw, backlog: state.connection.backlog) }
+                try? ListeningSocket.configure(endpoint.socket.raw, state.connection)
                 next.append(endpoint)
             }
         }
         for (index, endpoint) in opened {
             guard let state = listeners[wanted[index].listener.name] else { continue }
             endpoint.listener = state
+            // Sockets from systemd (activated or stored) get the options too.
+            try? ListeningSocket.configure(endpoint.socket.raw, state.connection)
             do {
                 endpoint.registration = try loop.register(
                     endpoint.socket.raw, interest: acceptPaused ? [] : [.readable], handler: endpoint)

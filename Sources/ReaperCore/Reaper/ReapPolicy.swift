@@ -101,4 +101,18 @@ public enum ReapPolicy {
     static func isDead(_ info: TCPInfo?, _ error: Errno?) -> Bool {
         peerGone(error) || (info?.isClosed ?? false)
     }
+
+    /// When a socket next needs a TCP_INFO read. The kernel sends the first
+    /// keepalive probe only after `keepalive_idle` without receiving anything, and
+    /// a peer that answers resets that clock; until then the socket cannot be
+    /// probing, and a kernel that gives up on it wakes epoll anyway. So a healthy
+    /// idle socket is read about once per `keepalive_idle`, not once per sweep,
+    /// while one with probes out or data in flight is read every sweep.
+    public static func nextCheck(after info: TCPInfo, keepaliveIdleSeconds: Int?, now: Instant) -> Instant {
+        if !info.isEstablished || info.probes > 0 || info.hasDataInFlight { return now }
+        guard let idle = keepaliveIdleSeconds else { return now.adding(.seconds(60)) }
+        let silent = Int64(min(info.lastAckReceivedMilliseconds, info.lastDataReceivedMilliseconds))
+        let remaining = Int64(idle) * 1000 - silent
+        return remaining <= 0 ? now : now.adding(.milliseconds(remaining))
+    }
 }

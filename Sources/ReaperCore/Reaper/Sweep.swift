@@ -49,27 +49,45 @@ extension Daemon {
     /// Returns the number of sockets read.
     private func examine(_ connection: Connection, now: Instant) -> Int {
         guard connection.phase == .relaying, let clientFD = connection.clientDescriptor else { return 0 }
-        var sockets = 1
+        let settings = connection.listener.connection
+        let total = connection.bytesIn &+ connection.bytesOut
+        let moved = total != connection.bytesAtLastSweep
+        connection.bytesAtLastSweep = total
+        // Bytes moving or waiting: read every sweep, for the user-timeout evidence.
+        let busy = moved || connection.holdsBytes
+        var sockets = 0
         var observation = SweepObservation(
-            client: try? TCPInfo.read(clientFD), upstream: nil, bytesMoved: false,
-            idleFor: now.since(connection.lastActivity), halfClosedFor: connection.halfClosedAt.map { now.since($0) },
+            client: nil, upstream: nil, bytesMoved: moved, idleFor: now.since(connection.lastActivity),
+            halfClosedFor: connection.halfClosedAt.map { now.since($0) },
             bytesWaitingForClient: connection.bytesWaitingForClient)
-        if observation.client?.isClosed ?? true { observation.clientError = Sockets.pendingError(clientFD) }
-        if connection.upstreamIsTCP, let upstreamFD = connection.upstreamDescriptor {
+        if busy || now >= connection.nextClientCheck {
+            sockets += 1
+            observation.client = try? TCPInfo.read(clientFD)
+            if let info = observation.client {
+                connection.nextClientCheck = ReapPolicy.nextCheck(
+                    after: info, keepaliveIdleSeconds: settings.keepalive ? settings.keepaliveIdle : nil, now: now)
+                connection.rttMicroseconds = info.rttMicroseconds
+            }
+            if observation.client?.isClosed ?? true { observation.clientError = Sockets.pendingError(clientFD) }
+        }
+        if connection.upstreamIsTCP, let upstreamFD = connection.upstreamDescriptor,
+            busy || now >= connection.nextUpstreamCheck
+        {
             sockets += 1
             observation.upstream = try? TCPInfo.read(upstreamFD)
+            if let info = observation.upstream {
+                let keepalive = settings.upstreamKeepalive && settings.keepalive
+                connection.nextUpstreamCheck = ReapPolicy.nextCheck(
+                    after: info, keepaliveIdleSeconds: keepalive ? settings.keepaliveIdle : nil, now: now)
+            }
             if observation.upstream?.isClosed ?? false { observation.upstreamError = Sockets.pendingError(upstreamFD) }
         }
-        let total = connection.bytesIn &+ connection.bytesOut
-        observation.bytesMoved = total != connection.bytesAtLastSweep
-        connection.bytesAtLastSweep = total
 
         connection.health = ReapPolicy.health(observation)
         connection.probes = max(observation.client?.probes ?? 0, observation.upstream?.probes ?? 0)
-        connection.rttMicroseconds = observation.client?.rttMicroseconds ?? 0
         connection.evidence.record(observation.client, bytesWaitingForClient: observation.bytesWaitingForClient)
 
-        if let reason = ReapPolicy.decide(observation, evidence: connection.evidence, settings: connection.listener.connection) {
+        if let reason = ReapPolicy.decide(observation, evidence: connection.evidence, settings: settings) {
             connection.reap(reason)
         } else if connection.health == .dead {
             // Closed by the kernel after a reset or an ordinary close whose event

@@ -46,6 +46,9 @@ final class Connection: EventHandler {
     var rttMicroseconds: UInt32 = 0
     var evidence = ReapEvidence()
     var bytesAtLastSweep: UInt64 = 0
+    /// When the sweep next reads each socket's TCP_INFO (`ReapPolicy.nextCheck`).
+    var nextClientCheck = Instant(nanoseconds: 0)
+    var nextUpstreamCheck = Instant(nanoseconds: 0)
     /// Position in the daemon's connection table, for O(1) removal.
     var tableIndex = -1
     /// Both sockets are in systemd's file descriptor store.
@@ -85,8 +88,8 @@ final class Connection: EventHandler {
     func start() -> Bool {
         guard let fd = client?.raw else { return false }
         do {
-            try SocketOptions.applyKeepalive(fd, listener.connection)
-            SocketOptions.disableNagle(fd)
+            // Keepalive, user timeout and no-delay come from the listening socket:
+            // Linux copies them to every socket accept(2) returns.
             clientRegistration = try owner.loop.register(fd, interest: [], handler: self)
         } catch {
             end(.closed)
@@ -310,6 +313,9 @@ final class Connection: EventHandler {
 
     /// Applies a listener's new keepalive settings to live sockets (reload).
     func applySettings(_ settings: ConnectionSettings) {
+        // New keepalive timing: the next sweep reads both sockets afresh.
+        nextClientCheck = Instant(nanoseconds: 0)
+        nextUpstreamCheck = Instant(nanoseconds: 0)
         if let fd = client?.raw { try? SocketOptions.applyKeepalive(fd, settings) }
         guard upstreamIsTCP, let fd = upstream?.raw else { return }
         if settings.upstreamKeepalive {

@@ -37,6 +37,29 @@ public enum Sockets {
         return .processed(FileDescriptor(owning: raw))
     }
 
+    /// An accepted connection with its peer's address, from the one accept4 call.
+    public struct Accepted: ~Copyable {
+        public var socket: FileDescriptor
+        public var peer: SocketAddress
+    }
+
+    /// accept4 that also returns the peer address (no getpeername per client).
+    public static func acceptWithPeer(_ fd: Int32) throws(SystemError) -> IOResult<Accepted> {
+        var result: Int32 = -1
+        var code: Int32 = 0
+        var peer: SocketAddress
+        repeat {
+            (peer, result) = SocketAddress.capture { cls_accept4(fd, $0, $1, CLS_SOCK_NONBLOCK | CLS_SOCK_CLOEXEC) }
+            code = result < 0 ? Glibc.errno : 0
+        } while result < 0 && code == EINTR
+        if result < 0 {
+            if code == EAGAIN || code == EWOULDBLOCK { return .wouldBlock }
+            precondition(code != EBADF && code != EFAULT, "accept4: reaperd bug")
+            throw SystemError("accept4", Errno(code))
+        }
+        return .processed(Accepted(socket: FileDescriptor(owning: result), peer: peer))
+    }
+
     /// Starts a connect; `.wouldBlock` means EINPROGRESS: wait for writability,
     /// then read `SO_ERROR`.
     public static func connect(_ fd: Int32, _ address: SocketAddress) throws(SystemError) -> IOResult<Void> {
