@@ -31,3 +31,21 @@ import Testing
         #expect(queue.millisecondsUntilNext(from: now.adding(.seconds(1))) == 0)
     }
 }
+
+@Suite struct TimerQueueCompactionTests {
+    @Test func cancelledTimersDoNotPileUp() {
+        var queue = TimerQueue()
+        let base = Instant(nanoseconds: 1_000_000_000)
+        var live: [LoopTimer] = []
+        for index in 0..<10_000 {
+            let timer = LoopTimer(deadline: base.adding(.milliseconds(Int64(index % 997))), action: {})
+            queue.insert(timer)
+            if index % 100 == 0 { live.append(timer) } else { timer.cancel() }
+        }
+        #expect(queue.count < 3_000)
+        var fired: [Instant] = []
+        while let timer = queue.popDue(now: base.adding(.seconds(10))) { fired.append(timer.deadline) }
+        #expect(fired.count == live.count)
+        #expect(fired == fired.sorted())
+    }
+}

@@ -53,7 +53,9 @@ final class ControlServer: EventHandler {
 
     func handle(_ events: EpollEvents, on registration: Registration) {
         for _ in 0..<16 {
-            guard case .processed(let client) = (try? Sockets.accept(socket.raw)) ?? .wouldBlock else { return }
+            guard let client = ServiceAcceptor.next(socket.raw, registration: registration, loop: daemon.loop) else {
+                return
+            }
             guard clients.count < Self.maximumClients else {
                 _ = try? Sockets.send(client.raw, Array("ERR too many control connections\n".utf8))
                 continue

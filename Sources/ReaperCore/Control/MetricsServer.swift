@@ -23,7 +23,9 @@ final class MetricsServer: EventHandler {
 
     func handle(_ events: EpollEvents, on registration: Registration) {
         for _ in 0..<16 {
-            guard case .processed(let client) = (try? Sockets.accept(socket.raw)) ?? .wouldBlock else { return }
+            guard let client = ServiceAcceptor.next(socket.raw, registration: registration, loop: daemon.loop) else {
+                return
+            }
             guard clients.count < Self.maximumClients else { continue }
             let connection: RequestConnection
             do {

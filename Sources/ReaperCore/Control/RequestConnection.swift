@@ -109,3 +109,26 @@ final class RequestConnection: EventHandler {
         onClose(self)
     }
 }
+
+/// Accepting on a small service socket (control, metrics). Out of descriptors,
+/// accept fails while the client stays queued and the level-triggered socket
+/// stays readable: the socket is left unwatched for a moment instead of spinning.
+struct ServiceAcceptor {
+    static let pause = Duration.milliseconds(250)
+
+    /// The next queued client; nil when there is none or accepting must wait.
+    static func next(_ fd: Int32, registration: Registration?, loop: EventLoop) -> FileDescriptor? {
+        let result: IOResult<FileDescriptor>
+        do {
+            result = try Sockets.accept(fd)
+        } catch {
+            if error.errno.isAcceptAgain && !error.errno.isDescriptorExhaustion { return nil }
+            guard let registration else { return nil }
+            loop.modify(registration, interest: [])
+            loop.schedule(after: pause) { loop.modify(registration, interest: [.readable]) }
+            return nil
+        }
+        guard case .processed(let client) = consume result else { return nil }
+        return client
+    }
+}

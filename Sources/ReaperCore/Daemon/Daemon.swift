@@ -27,6 +27,8 @@ public final class Daemon: ConnectionOwner {
     /// Connection sockets received back from the store, adopted by `start()`.
     var storedConnections: [ActivatedSocket] = []
     var storeSkips = 0
+    var upstreamWarnedAt: Instant?
+    var upstreamWarningsSuppressed = 0
     var storeWarnedAt: Instant?
 
     var sweepTimer: LoopTimer?
@@ -177,9 +179,18 @@ public final class Daemon: ConnectionOwner {
             }
         case .upstreamFailed(let why):
             listener.counters.refusedUpstream += 1
-            logger.warning(
-                "upstream unreachable, client closed",
-                [("REAPERD_LISTENER", listener.name), ("REAPERD_PEER", "\(connection.peer)"), ("REAPERD_ERROR", why)])
+            // One line a second at most: a dead upstream must not flood the journal.
+            let now = loop.now
+            if upstreamWarnedAt.map({ now.since($0) >= .seconds(1) }) ?? true {
+                logger.warning(
+                    "upstream unreachable, client closed",
+                    [("REAPERD_LISTENER", listener.name), ("REAPERD_PEER", "\(connection.peer)"), ("REAPERD_ERROR", why),
+                     ("REAPERD_SUPPRESSED", "\(upstreamWarningsSuppressed)")])
+                upstreamWarnedAt = now
+                upstreamWarningsSuppressed = 0
+            } else {
+                upstreamWarningsSuppressed += 1
+            }
         case .reaped(let reason):
             listener.counters.reaped[reason, default: 0] += 1
             reapsSinceStart += 1

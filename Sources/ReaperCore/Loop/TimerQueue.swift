@@ -16,10 +16,18 @@ public final class LoopTimer {
 /// A binary min-heap of timers by deadline.
 struct TimerQueue {
     private var heap: [LoopTimer] = []
+    private var insertsSinceCompaction = 0
 
     var count: Int { heap.count }
 
     mutating func insert(_ timer: LoopTimer) {
+        // Connect timeouts are cancelled by the thousand at high accept rates and
+        // would otherwise stay until their deadline: drop them now and then.
+        insertsSinceCompaction += 1
+        if insertsSinceCompaction >= 1024 && heap.count >= 2048 {
+            insertsSinceCompaction = 0
+            compact()
+        }
         heap.append(timer)
         var child = heap.count - 1
         while child > 0 {
@@ -53,11 +61,18 @@ struct TimerQueue {
         return Int32(clamping: (nanoseconds + 999_999) / 1_000_000)
     }
 
-    private mutating func removeFirst() {
-        let last = heap.removeLast()
-        guard !heap.isEmpty else { return }
-        heap[0] = last
-        var parent = 0
+    /// Removes cancelled timers and restores the heap order, in O(n).
+    private mutating func compact() {
+        heap.removeAll { $0.isCancelled }
+        var index = heap.count / 2
+        while index > 0 {
+            index -= 1
+            siftDown(from: index)
+        }
+    }
+
+    private mutating func siftDown(from start: Int) {
+        var parent = start
         while true {
             let left = 2 * parent + 1
             let right = left + 1
@@ -68,5 +83,12 @@ struct TimerQueue {
             heap.swapAt(parent, smallest)
             parent = smallest
         }
+    }
+
+    private mutating func removeFirst() {
+        let last = heap.removeLast()
+        guard !heap.isEmpty else { return }
+        heap[0] = last
+        siftDown(from: 0)
     }
 }

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# `make test-sanitize`: the test suites under AddressSanitizer and ThreadSanitizer (issue 6).
+#
+#   1. ASan build (debug) in $ASAN_SCRATCH; `swift test` there; then the pytest integration
+#      suite (Tests/integration) against the instrumented reaperd and reaperctl. Every daemon's
+#      stderr is searched for sanitizer reports afterwards: a report from a daemon that a test
+#      killed, or whose exit status no test checks, would otherwise go unseen.
+#   2. TSan build in $TSAN_SCRATCH; `swift test` there. reaperd runs everything on one loop
+#      thread, so the integration suite under TSan is optional: TSAN_INTEGRATION=1.
+#
+# Every stage runs (a failed build skips only the stages that need it); the exit status is
+# non-zero if any failed. Daemon logs of a failed integration stage are kept and named.
+#
+# Environment (the Makefile passes these): SWIFT, SWIFTFLAGS, PYTHON, ASAN_SCRATCH,
+# TSAN_SCRATCH, TSAN_INTEGRATION (0|1), SANITIZE_PYTEST_ARGS (e.g. '-k hostile').
+# Tests/sanitize/lsan.supp silences a leak inside the toolchain's XCTest runner, nothing else.
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cd "$root"
+swift=${SWIFT:-$(command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)}
+asan_scratch=${ASAN_SCRATCH:-$root/.build/asan}
+tsan_scratch=${TSAN_SCRATCH:-$root/.build/tsan}
+read -r -a extra <<<"${SWIFTFLAGS:-}"
+read -r -a pytest_args <<<"${SANITIZE_PYTEST_ARGS:-}"
+python=${PYTHON:-python3}
+"$python" -c 'import pytest' 2>/dev/null || python=/usr/bin/python3
+
+export LSAN_OPTIONS="suppressions=$here/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+export ASAN_OPTIONS="detect_leaks=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export TSAN_OPTIONS="halt_on_error=1${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
+REPORTS='ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|runtime error:'
+
+failed=()
+banner() { printf '\n==================== %s ====================\n' "$*"; }
+
+# stage NAME CMD...: runs CMD under banners with its duration and outcome.
+stage() {
+    local name=$1 start=$SECONDS rc=0
+    shift
+    banner "$name"
+    "$@" || rc=$?
+    if ((rc == 0)); then
+        banner "$name: passed in $((SECONDS - start)) s"
+    else
+        banner "$name: FAILED (exit $rc) after $((SECONDS - start)) s"
+        failed+=("$name")
+    fi
+    return $rc
+}
+
+# integration KIND BIN_DIR: the pytest suite against BIN_DIR, then the search for reports.
+integration() {
+    local kind=$1 bin=$2 tmp rc=0
+    tmp=$(mktemp -d "/tmp/reaperd-$kind.XXXXXX")
+    echo "REAPERD_BIN_DIR=$bin $python -m pytest Tests/integration --basetemp=$tmp ${pytest_args[*]}"
+    REAPERD_BIN_DIR="$bin" REAPERD_HOSTILE_RESULTS="$tmp/hostile-results.json" \
+        "$python" -m pytest Tests/integration -p no:cacheprovider --basetemp="$tmp" "${pytest_args[@]}" || rc=$?
+    if grep -rlE "$REPORTS" "$tmp" >/dev/null 2>&1; then
+        echo "$kind: sanitizer reports in these daemon logs:"
+        grep -rlE "$REPORTS" "$tmp"
+        grep -rhE -A30 "$REPORTS" "$tmp" | head -120
+        rc=1
+    fi
+    if ((rc == 0)); then rm -rf "$tmp"; else echo "$kind: daemon logs kept in $tmp"; fi
+    return $rc
+}
+
+asan=(--scratch-path "$asan_scratch" "${extra[@]}" --sanitize=address -Xswiftc -warnings-as-errors)
+tsan=(--scratch-path "$tsan_scratch" "${extra[@]}" --sanitize=thread -Xswiftc -warnings-as-errors)
+
+banner "reaperd under sanitizers: $("$swift" --version 2>/dev/null | head -1)"
+if stage "ASan: build" "$swift" build "${asan[@]}"; then
+    stage "ASan: swift test" "$swift" test "${asan[@]}"
+    stage "ASan: integration tests" integration asan "$asan_scratch/debug"
+fi
+if stage "TSan: build" "$swift" build "${tsan[@]}"; then
+    stage "TSan: swift test" "$swift" test "${tsan[@]}"
+    if [ "${TSAN_INTEGRATION:-0}" = 1 ]; then
+        stage "TSan: integration tests" integration tsan "$tsan_scratch/debug"
+    else
+        echo "(TSan integration tests skipped: the daemon is single-threaded; TSAN_INTEGRATION=1 runs them)"
+    fi
+fi
+
+if ((${#failed[@]} > 0)); then
+    banner "test-sanitize failed: ${failed[*]}"
+    exit 1
+fi
+banner "test-sanitize passed"
