@@ -10,7 +10,8 @@ import Testing
             #expect(configuration.daemon.fdStore == mode)
         }
         #expect(Configuration.embeddedDefault.daemon.fdStore == .auto)
-        let diagnostic = try #require(ConfigFixture.onlyDiagnostic("[daemon]\nfd_store = maybe\n" + ConfigFixture.echoListener))
+        let diagnostic = try #require(
+            ConfigFixture.onlyDiagnostic("[daemon]\nfd_store = maybe\n" + ConfigFixture.echoListener))
         #expect(diagnostic.line == 2)
         #expect(diagnostic.message.contains("fd_store"))
     }

@@ -23,7 +23,9 @@ import Testing
             level: .notice, message: "connection reaped",
             fields: [("REAPERD_REASON", "keepalive"), ("REAPERD_PEER", "1.2.3.4:5"), ("REAPERD_NOTE", "two words")],
             event: .reap, file: "x", line: 1)
-        #expect(ConsoleSink.format(record) == "notice: connection reaped reason=keepalive peer=1.2.3.4:5 note=\"two words\"\n")
+        #expect(
+            ConsoleSink.format(record)
+                == "notice: connection reaped reason=keepalive peer=1.2.3.4:5 note=\"two words\"\n")
         #expect(record.priority == 5)
     }
 

@@ -80,26 +80,35 @@ import Testing
 
     @Test func idleTimeoutOnlyWhenConfiguredAndIdle() {
         var settings = ConnectionSettings.defaults
-        #expect(ReapPolicy.decide(observe(client: info(), idle: .seconds(3600)), evidence: .init(), settings: settings) == nil)
+        #expect(
+            ReapPolicy.decide(observe(client: info(), idle: .seconds(3600)), evidence: .init(), settings: settings)
+                == nil)
         settings.idleTimeout = .seconds(30)
-        #expect(ReapPolicy.decide(observe(client: info(), idle: .seconds(29)), evidence: .init(), settings: settings) == nil)
+        #expect(
+            ReapPolicy.decide(observe(client: info(), idle: .seconds(29)), evidence: .init(), settings: settings) == nil
+        )
         #expect(
             ReapPolicy.decide(observe(client: info(), idle: .seconds(30)), evidence: .init(), settings: settings)
                 == .idleTimeout)
         #expect(
-            ReapPolicy.decide(observe(client: info(), moved: true, idle: .seconds(30)), evidence: .init(), settings: settings)
+            ReapPolicy.decide(
+                observe(client: info(), moved: true, idle: .seconds(30)), evidence: .init(), settings: settings)
                 == nil)
     }
 
     @Test func halfCloseTimeout() {
         var settings = ConnectionSettings.defaults
         settings.halfCloseTimeout = .seconds(5)
-        #expect(ReapPolicy.decide(observe(client: info(), halfClosed: .seconds(4)), evidence: .init(), settings: settings) == nil)
+        #expect(
+            ReapPolicy.decide(observe(client: info(), halfClosed: .seconds(4)), evidence: .init(), settings: settings)
+                == nil)
         #expect(
             ReapPolicy.decide(observe(client: info(), halfClosed: .seconds(5)), evidence: .init(), settings: settings)
                 == .halfCloseTimeout)
         settings.halfCloseTimeout = .zero
-        #expect(ReapPolicy.decide(observe(client: info(), halfClosed: .seconds(99)), evidence: .init(), settings: settings) == nil)
+        #expect(
+            ReapPolicy.decide(observe(client: info(), halfClosed: .seconds(99)), evidence: .init(), settings: settings)
+                == nil)
     }
 }
 
@@ -122,7 +131,8 @@ import Testing
     }
 
     @Test func probingOrBusySocketsAreReadEverySweep() {
-        #expect(ReapPolicy.nextCheck(after: info(probes: 1, silentMs: 61_000), keepaliveIdleSeconds: 60, now: now) == now)
+        #expect(
+            ReapPolicy.nextCheck(after: info(probes: 1, silentMs: 61_000), keepaliveIdleSeconds: 60, now: now) == now)
         #expect(ReapPolicy.nextCheck(after: info(unacked: 3, silentMs: 10), keepaliveIdleSeconds: 60, now: now) == now)
         #expect(ReapPolicy.nextCheck(after: info(silentMs: 60_000), keepaliveIdleSeconds: 60, now: now) == now)
         var closed = info(silentMs: 0)
@@ -131,6 +141,8 @@ import Testing
     }
 
     @Test func withoutKeepaliveTheSafetyNetIsAMinute() {
-        #expect(ReapPolicy.nextCheck(after: info(silentMs: 0), keepaliveIdleSeconds: nil, now: now) == now.adding(.seconds(60)))
+        #expect(
+            ReapPolicy.nextCheck(after: info(silentMs: 0), keepaliveIdleSeconds: nil, now: now)
+                == now.adding(.seconds(60)))
     }
 }

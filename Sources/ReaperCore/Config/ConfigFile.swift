@@ -9,7 +9,9 @@ public enum ConfigFile {
         do {
             bytes = try Files.read(path)
         } catch {
-            throw ConfigError(diagnostics: [ConfigDiagnostic(file: path, line: nil, message: "cannot read: \(error.errno)")])
+            throw ConfigError(diagnostics: [
+                ConfigDiagnostic(file: path, line: nil, message: "cannot read: \(error.errno)")
+            ])
         }
         return try Configuration.parse(utf8: bytes, file: path)
     }

@@ -57,7 +57,9 @@ public enum ControlSocketPath {
     /// `/tmp/reaperd-UID.sock`.
     public static func candidates() -> [String] {
         var paths = [standard]
-        if let runtime = Files.environment("XDG_RUNTIME_DIR"), !runtime.isEmpty { paths.append(runtime + "/reaperd.sock") }
+        if let runtime = Files.environment("XDG_RUNTIME_DIR"), !runtime.isEmpty {
+            paths.append(runtime + "/reaperd.sock")
+        }
         paths.append("/tmp/reaperd-\(getuid()).sock")
         return paths
     }
@@ -65,7 +67,9 @@ public enum ControlSocketPath {
     /// For the embedded default: the standard path when its directory exists or
     /// can be made, else the first fallback whose directory is writable.
     public static func forEmbeddedDefault() -> String {
-        if Files.isWritableDirectory("/run/reaperd") || (Files.makeDirectory("/run/reaperd", mode: 0o750) && Files.isWritableDirectory("/run/reaperd")) {
+        if Files.isWritableDirectory("/run/reaperd")
+            || (Files.makeDirectory("/run/reaperd", mode: 0o750) && Files.isWritableDirectory("/run/reaperd"))
+        {
             return standard
         }
         for candidate in candidates().dropFirst() {

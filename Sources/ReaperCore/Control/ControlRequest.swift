@@ -12,7 +12,9 @@ public enum ControlRequest: Equatable, Sendable {
     /// Parses one request line (without its newline). Never traps, whatever the bytes.
     public static func parse(_ bytes: some Collection<UInt8>) -> Result<ControlRequest, ControlRequestError> {
         guard bytes.count <= maximumLength else { return .failure(.init("request longer than \(maximumLength) bytes")) }
-        guard let line = String(validating: bytes, as: UTF8.self) else { return .failure(.init("request is not UTF-8")) }
+        guard let line = String(validating: bytes, as: UTF8.self) else {
+            return .failure(.init("request is not UTF-8"))
+        }
         let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).map(String.init)
         guard let verb = words.first else { return .failure(.init("empty request")) }
         var rest = Array(words.dropFirst())

@@ -59,7 +59,8 @@ extension Daemon {
                 text += "  reaped by reason: \(reasons.joined(separator: ", "))\n"
             }
             let k = settings.connection
-            text += "  keepalive: \(k.keepalive ? "\(k.keepaliveIdle)s/\(k.keepaliveInterval)s/\(k.keepaliveCount)" : "off")"
+            text +=
+                "  keepalive: \(k.keepalive ? "\(k.keepaliveIdle)s/\(k.keepaliveInterval)s/\(k.keepaliveCount)" : "off")"
             text += ", user timeout \(k.userTimeoutMilliseconds)ms\n"
         }
         return text
@@ -159,7 +160,9 @@ extension Daemon {
 
     private func connectionsTable(_ rows: [Connection]) -> String {
         let now = Instant.now()
-        var table: [[String]] = [["ID", "LISTENER", "PEER", "UPSTREAM", "AGE", "IDLE", "HEALTH", "PROBES", "RTT", "IN", "OUT"]]
+        var table: [[String]] = [
+            ["ID", "LISTENER", "PEER", "UPSTREAM", "AGE", "IDLE", "HEALTH", "PROBES", "RTT", "IN", "OUT"]
+        ]
         for connection in rows {
             table.append([
                 "\(connection.id)", connection.listener.name, "\(connection.peer)",
@@ -181,7 +184,9 @@ enum TextTable {
         guard let first = rows.first else { return "" }
         var widths = [Int](repeating: 0, count: first.count)
         for row in rows {
-            for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) }
+            for (index, cell) in row.enumerated() where index < widths.count {
+                widths[index] = max(widths[index], cell.count)
+            }
         }
         var text = ""
         for row in rows {

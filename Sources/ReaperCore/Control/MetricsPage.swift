@@ -3,29 +3,41 @@ extension Daemon {
     func metricsPage() -> String {
         var page = PrometheusText()
         var byHealth: [String: [Health: Int]] = [:]
-        for connection in table.all { byHealth[connection.listener.name, default: [:]][connection.health, default: 0] += 1 }
+        for connection in table.all {
+            byHealth[connection.listener.name, default: [:]][connection.health, default: 0] += 1
+        }
         let all = orderedListeners
 
         page.family("reaperd_connections", "gauge", "Connections open now, by listener and health.")
         for listener in all {
             for health in Health.allCases {
-                page.sample("reaperd_connections", [("listener", listener.name), ("health", health.rawValue)],
+                page.sample(
+                    "reaperd_connections", [("listener", listener.name), ("health", health.rawValue)],
                     Double(byHealth[listener.name]?[health] ?? 0))
             }
         }
         page.family("reaperd_accepted_total", "counter", "Client connections accepted.")
-        for listener in all { page.sample("reaperd_accepted_total", [("listener", listener.name)], Double(listener.counters.accepted)) }
+        for listener in all {
+            page.sample("reaperd_accepted_total", [("listener", listener.name)], Double(listener.counters.accepted))
+        }
         page.family("reaperd_refused_total", "counter", "Clients closed at once: over a limit, or the upstream failed.")
         for listener in all {
-            page.sample("reaperd_refused_total", [("listener", listener.name), ("reason", "limit")], Double(listener.counters.refusedLimit))
-            page.sample("reaperd_refused_total", [("listener", listener.name), ("reason", "upstream")], Double(listener.counters.refusedUpstream))
+            page.sample(
+                "reaperd_refused_total", [("listener", listener.name), ("reason", "limit")],
+                Double(listener.counters.refusedLimit))
+            page.sample(
+                "reaperd_refused_total", [("listener", listener.name), ("reason", "upstream")],
+                Double(listener.counters.refusedUpstream))
         }
         page.family("reaperd_closed_total", "counter", "Connections closed by a peer (FIN or RST): not reaps.")
-        for listener in all { page.sample("reaperd_closed_total", [("listener", listener.name)], Double(listener.counters.closed)) }
+        for listener in all {
+            page.sample("reaperd_closed_total", [("listener", listener.name)], Double(listener.counters.closed))
+        }
         page.family("reaperd_reaped_total", "counter", "Connections reaped by reaperd, by reason.")
         for listener in all {
             for reason in ReapReason.allCases {
-                page.sample("reaperd_reaped_total", [("listener", listener.name), ("reason", reason.rawValue)],
+                page.sample(
+                    "reaperd_reaped_total", [("listener", listener.name), ("reason", reason.rawValue)],
                     Double(listener.counters.reaped[reason] ?? 0))
             }
         }

@@ -49,8 +49,10 @@ extension Daemon {
             if exhaustionWarnedAt.map({ now.since($0) >= .seconds(10) }) ?? true {
                 logger.warning(
                     "out of file descriptors, accepting paused",
-                    [("REAPERD_ERROR", "\(error)"), ("REAPERD_TIMES", "\(exhaustionCount)"),
-                     ("REAPERD_CONNECTIONS", "\(table.count)")], event: .acceptPaused)
+                    [
+                        ("REAPERD_ERROR", "\(error)"), ("REAPERD_TIMES", "\(exhaustionCount)"),
+                        ("REAPERD_CONNECTIONS", "\(table.count)"),
+                    ], event: .acceptPaused)
                 exhaustionWarnedAt = now
                 exhaustionCount = 0
             }

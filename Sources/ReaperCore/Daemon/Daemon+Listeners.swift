@@ -14,7 +14,8 @@ extension Daemon {
         let names = Set(configuration.listeners.map(\.name))
         for socket in activated where !names.contains(socket.name) {
             throw ListenerSetupError(
-                message: "socket passed by systemd with FileDescriptorName=\(socket.name) has no [listener:\(socket.name)]",
+                message:
+                    "socket passed by systemd with FileDescriptorName=\(socket.name) has no [listener:\(socket.name)]",
                 errno: Errno.invalid.code, isConfiguration: true)
         }
         var wanted: [(key: String, listener: ListenerSettings, endpoint: Endpoint?, activated: ActivatedSocket?)] = []
@@ -22,7 +23,8 @@ extension Daemon {
             let passed = activated.filter { $0.name == settings.name }
             if settings.listen.isEmpty && passed.isEmpty {
                 throw ListenerSetupError(
-                    message: "\(configSourceDescription):\(settings.line): listener \(settings.name) has no listen = and no socket passed by systemd",
+                    message:
+                        "\(configSourceDescription):\(settings.line): listener \(settings.name) has no listen = and no socket passed by systemd",
                     errno: Errno.invalid.code, isConfiguration: true)
             }
             for socket in passed { wanted.append(("fd:\(socket.descriptor)", settings, nil, socket)) }
@@ -34,12 +36,16 @@ extension Daemon {
         // listeners may both say `127.0.0.1:0`; each keeps its own socket.
         var available = endpoints
         var matched: [ListeningEndpoint?] = wanted.map { item in
-            guard let index = available.firstIndex(where: { $0.key == item.key && $0.listener.name == item.listener.name })
+            guard
+                let index = available.firstIndex(where: { $0.key == item.key && $0.listener.name == item.listener.name }
+                )
             else { return nil }
             return available.remove(at: index)
         }
         for (index, item) in wanted.enumerated() where matched[index] == nil {
-            if let found = available.firstIndex(where: { $0.key == item.key }) { matched[index] = available.remove(at: found) }
+            if let found = available.firstIndex(where: { $0.key == item.key }) {
+                matched[index] = available.remove(at: found)
+            }
         }
 
         var opened: [(index: Int, endpoint: ListeningEndpoint)] = []
@@ -47,13 +53,21 @@ extension Daemon {
             for (index, item) in wanted.enumerated() where matched[index] == nil {
                 let placeholder = listeners[item.listener.name] ?? ListenerState(settings: item.listener)
                 if let socket = item.activated {
-                    let address = (try? Sockets.localAddress(socket.descriptor)).map { "\($0)" } ?? "fd \(socket.descriptor)"
-                    opened.append((index, ListeningEndpoint(
-                        key: item.key, address: address, socket: FileDescriptor(owning: socket.descriptor),
-                        listener: placeholder, activated: true, daemon: self)))
-                } else if let configured = item.endpoint, let stored = adoptStoredListener(item.listener.name, endpoint: configured) {
+                    let address =
+                        (try? Sockets.localAddress(socket.descriptor)).map { "\($0)" } ?? "fd \(socket.descriptor)"
+                    opened.append(
+                        (
+                            index,
+                            ListeningEndpoint(
+                                key: item.key, address: address, socket: FileDescriptor(owning: socket.descriptor),
+                                listener: placeholder, activated: true, daemon: self)
+                        ))
+                } else if let configured = item.endpoint,
+                    let stored = adoptStoredListener(item.listener.name, endpoint: configured)
+                {
                     let endpoint = ListeningEndpoint(
-                        key: item.key, address: configured.description, socket: FileDescriptor(owning: stored.descriptor),
+                        key: item.key, address: configured.description,
+                        socket: FileDescriptor(owning: stored.descriptor),
                         listener: placeholder, activated: false, daemon: self)
                     endpoint.isStored = true
                     opened.append((index, endpoint))
@@ -62,8 +76,13 @@ extension Daemon {
                         listener: item.listener.name, endpoint: configured, backlog: item.listener.connection.backlog,
                         reusePort: item.listener.connection.reusePort, settings: item.listener.connection)
                     let bound = (try? Sockets.localAddress(socket.raw)).map { "\($0)" } ?? configured.description
-                    opened.append((index, ListeningEndpoint(
-                        key: item.key, address: bound, socket: socket, listener: placeholder, activated: false, daemon: self)))
+                    opened.append(
+                        (
+                            index,
+                            ListeningEndpoint(
+                                key: item.key, address: bound, socket: socket, listener: placeholder, activated: false,
+                                daemon: self)
+                        ))
                 }
             }
         } catch {
@@ -77,7 +96,9 @@ extension Daemon {
             if let registration = endpoint.registration { loop.deregister(registration) }
             endpoint.registration = nil
             unstoreListener(endpoint)
-            logger.info("listener closed", [("REAPERD_LISTENER", endpoint.listener.name), ("REAPERD_ADDRESS", endpoint.address)])
+            logger.info(
+                "listener closed",
+                [("REAPERD_LISTENER", endpoint.listener.name), ("REAPERD_ADDRESS", endpoint.address)])
         }
 
         for name in listenerOrder where !names.contains(name) { listeners[name]?.configured = false }
@@ -117,7 +138,8 @@ extension Daemon {
                 endpoint.registration = try loop.register(
                     endpoint.socket.raw, interest: acceptPaused ? [] : [.readable], handler: endpoint)
             } catch {
-                logger.error("cannot watch listener", [("REAPERD_LISTENER", state.name), ("REAPERD_ERROR", "\(error)")])
+                logger.error(
+                    "cannot watch listener", [("REAPERD_LISTENER", state.name), ("REAPERD_ERROR", "\(error)")])
             }
             next.append(endpoint)
             if !endpoint.isStored { endpoint.isStored = storeListener(endpoint) }

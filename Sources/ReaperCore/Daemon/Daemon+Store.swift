@@ -13,7 +13,8 @@ extension Daemon {
     /// True when the socket is now in the store.
     func storeListener(_ endpoint: ListeningEndpoint) -> Bool {
         guard let store, !endpoint.activated else { return false }
-        return store.store(endpoint.socket.raw, name: StoredName.listener(endpoint.listener.name, address: endpoint.key))
+        return store.store(
+            endpoint.socket.raw, name: StoredName.listener(endpoint.listener.name, address: endpoint.key))
     }
 
     func unstoreListener(_ endpoint: ListeningEndpoint) {
@@ -70,7 +71,9 @@ extension Daemon {
             [("REAPERD_RECOVERED", "\(recovered)"), ("REAPERD_DROPPED", "\(dropped)")], event: .start)
     }
 
-    private func adopt(id: UInt64, client: (listener: String, fd: Int32, name: String), upstream: (fd: Int32, name: String)?)
+    private func adopt(
+        id: UInt64, client: (listener: String, fd: Int32, name: String), upstream: (fd: Int32, name: String)?
+    )
         -> Bool
     {
         guard let state = listeners[client.listener], state.configured,

@@ -90,7 +90,8 @@ public final class Daemon: ConnectionOwner {
         do {
             control = try ControlServer(path: configuration.daemon.controlSocket, daemon: self)
         } catch {
-            throw StartError(message: "control socket \(configuration.daemon.controlSocket): \(error)", errno: error.errno.code)
+            throw StartError(
+                message: "control socket \(configuration.daemon.controlSocket): \(error)", errno: error.errno.code)
         }
         if let address = configuration.daemon.metrics {
             do {
@@ -148,7 +149,9 @@ public final class Daemon: ConnectionOwner {
         if let fd = connection.clientDescriptor { Sockets.shutdownBoth(fd) }
         if let fd = connection.upstreamDescriptor { Sockets.shutdownBoth(fd) }
         unstore(StoredName.client(id: connection.id, listener: connection.listener.name).text)
-        if !connection.isEcho { unstore(StoredName.upstream(id: connection.id, listener: connection.listener.name).text) }
+        if !connection.isEcho {
+            unstore(StoredName.upstream(id: connection.id, listener: connection.listener.name).text)
+        }
         connection.isStored = false
     }
 
@@ -184,8 +187,11 @@ public final class Daemon: ConnectionOwner {
             if upstreamWarnedAt.map({ now.since($0) >= .seconds(1) }) ?? true {
                 logger.warning(
                     "upstream unreachable, client closed",
-                    [("REAPERD_LISTENER", listener.name), ("REAPERD_PEER", "\(connection.peer)"), ("REAPERD_ERROR", why),
-                     ("REAPERD_SUPPRESSED", "\(upstreamWarningsSuppressed)")])
+                    [
+                        ("REAPERD_LISTENER", listener.name), ("REAPERD_PEER", "\(connection.peer)"),
+                        ("REAPERD_ERROR", why),
+                        ("REAPERD_SUPPRESSED", "\(upstreamWarningsSuppressed)"),
+                    ])
                 upstreamWarnedAt = now
                 upstreamWarningsSuppressed = 0
             } else {

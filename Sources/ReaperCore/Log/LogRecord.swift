@@ -59,23 +59,37 @@ public final class Logger {
         sink.write(LogRecord(level: level, message: message, fields: fields, event: event, file: file, line: line))
     }
 
-    public func debug(_ message: String, _ fields: [(name: String, value: String)] = [], file: String = #fileID, line: Int = #line) {
+    public func debug(
+        _ message: String, _ fields: [(name: String, value: String)] = [], file: String = #fileID, line: Int = #line
+    ) {
         log(.debug, message, fields, file: file, line: line)
     }
 
-    public func info(_ message: String, _ fields: [(name: String, value: String)] = [], event: LogEvent? = nil, file: String = #fileID, line: Int = #line) {
+    public func info(
+        _ message: String, _ fields: [(name: String, value: String)] = [], event: LogEvent? = nil,
+        file: String = #fileID, line: Int = #line
+    ) {
         log(.info, message, fields, event: event, file: file, line: line)
     }
 
-    public func notice(_ message: String, _ fields: [(name: String, value: String)] = [], event: LogEvent? = nil, file: String = #fileID, line: Int = #line) {
+    public func notice(
+        _ message: String, _ fields: [(name: String, value: String)] = [], event: LogEvent? = nil,
+        file: String = #fileID, line: Int = #line
+    ) {
         log(.notice, message, fields, event: event, file: file, line: line)
     }
 
-    public func warning(_ message: String, _ fields: [(name: String, value: String)] = [], event: LogEvent? = nil, file: String = #fileID, line: Int = #line) {
+    public func warning(
+        _ message: String, _ fields: [(name: String, value: String)] = [], event: LogEvent? = nil,
+        file: String = #fileID, line: Int = #line
+    ) {
         log(.warning, message, fields, event: event, file: file, line: line)
     }
 
-    public func error(_ message: String, _ fields: [(name: String, value: String)] = [], event: LogEvent? = nil, file: String = #fileID, line: Int = #line) {
+    public func error(
+        _ message: String, _ fields: [(name: String, value: String)] = [], event: LogEvent? = nil,
+        file: String = #fileID, line: Int = #line
+    ) {
         log(.err, message, fields, event: event, file: file, line: line)
     }
 }

@@ -8,10 +8,12 @@ public enum SocketOptions {
     public static func applyKeepalive(_ fd: Int32, _ settings: ConnectionSettings) throws(SystemError) {
         try Sockets.setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: settings.keepalive ? 1 : 0)
         if settings.keepalive {
-            try Sockets.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_KEEPIDLE, value: Int32(settings.keepaliveIdle))
+            try Sockets.setOption(
+                fd, level: Int32(IPPROTO_TCP), name: TCP_KEEPIDLE, value: Int32(settings.keepaliveIdle))
             try Sockets.setOption(
                 fd, level: Int32(IPPROTO_TCP), name: TCP_KEEPINTVL, value: Int32(settings.keepaliveInterval))
-            try Sockets.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_KEEPCNT, value: Int32(settings.keepaliveCount))
+            try Sockets.setOption(
+                fd, level: Int32(IPPROTO_TCP), name: TCP_KEEPCNT, value: Int32(settings.keepaliveCount))
         }
         try Sockets.setOption(
             fd, level: Int32(IPPROTO_TCP), name: TCP_USER_TIMEOUT,

@@ -53,7 +53,9 @@ public struct ReapEvidence: Sendable, Equatable {
 /// Health classification and reap decisions (SPEC §5).
 public enum ReapPolicy {
     public static func health(_ observation: SweepObservation) -> Health {
-        if isDead(observation.client, observation.clientError) || isDead(observation.upstream, observation.upstreamError) {
+        if isDead(observation.client, observation.clientError)
+            || isDead(observation.upstream, observation.upstreamError)
+        {
             return .dead
         }
         if let client = observation.client, client.isEstablished, client.probes > 0 { return .probing }
@@ -69,7 +71,9 @@ public enum ReapPolicy {
             return clientDeathReason(observation.clientError, evidence: evidence)
         }
         if peerGone(observation.upstreamError) { return .upstreamDead }
-        if isDead(observation.client, observation.clientError) || isDead(observation.upstream, observation.upstreamError) {
+        if isDead(observation.client, observation.clientError)
+            || isDead(observation.upstream, observation.upstreamError)
+        {
             // Closed by a reset or FIN: an ordinary close, which the caller handles.
             return nil
         }

@@ -158,7 +158,9 @@ final class Connection: EventHandler {
             } else {
                 connectTimer = owner.loop.schedule(after: listener.connection.connectTimeout) { [weak self] in
                     guard let self, self.phase == .connecting else { return }
-                    self.end(.upstreamFailed("connect \(address): timed out after \(self.listener.connection.connectTimeout)"))
+                    self.end(
+                        .upstreamFailed(
+                            "connect \(address): timed out after \(self.listener.connection.connectTimeout)"))
                 }
             }
             return phase != .ended

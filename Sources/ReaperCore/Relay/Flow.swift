@@ -117,7 +117,7 @@ struct Flow {
             let result: IOResult<Int>
             do {
                 result = try Pipes.splice(from: source, to: pipe.writer.raw, count: pipe.capacity - pending)
-            } catch where error.errno == .invalid && pending == 0 {
+            } catch  where error.errno == .invalid && pending == 0 {
                 // This socket type cannot splice (seen with some AF_UNIX setups): copy.
                 copyOnly = true
                 pool.give(pipe, empty: true)

@@ -26,7 +26,9 @@ public enum Pipes {
 
     /// Moves up to `count` bytes; 0 from a socket is end-of-file.
     /// The corresponding C function is `splice`, with SPLICE_F_MOVE | SPLICE_F_NONBLOCK.
-    public static func splice(from source: Int32, to destination: Int32, count: Int) throws(SystemError) -> IOResult<Int> {
+    public static func splice(from source: Int32, to destination: Int32, count: Int) throws(SystemError) -> IOResult<
+        Int
+    > {
         try nonBlockingSyscall("splice") {
             cls_splice_nonblocking(source, destination, count)
         }

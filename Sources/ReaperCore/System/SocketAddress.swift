@@ -92,11 +92,13 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
             case AF_INET:
                 var address = raw.load(as: sockaddr_in.self)
                 inet_ntop(AF_INET, &address.sin_addr, &text, socklen_t(text.count))
-                return "\(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)):\(UInt16(bigEndian: address.sin_port))"
+                return
+                    "\(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)):\(UInt16(bigEndian: address.sin_port))"
             case AF_INET6:
                 var address = raw.load(as: sockaddr_in6.self)
                 inet_ntop(AF_INET6, &address.sin6_addr, &text, socklen_t(text.count))
-                return "[\(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))]:\(UInt16(bigEndian: address.sin6_port))"
+                return
+                    "[\(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))]:\(UInt16(bigEndian: address.sin6_port))"
             case AF_UNIX:
                 let pathOffset = MemoryLayout<sa_family_t>.size
                 let end = Int(length)

@@ -118,7 +118,9 @@ public enum Sockets {
         _ = Glibc.setsockopt(fd, SOL_SOCKET, SO_LINGER, &value, socklen_t(MemoryLayout<linger>.size))
     }
 
-    public static func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> IOResult<Int> {
+    public static func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> IOResult<
+        Int
+    > {
         try nonBlockingSyscall("read") { Glibc.read(fd, buffer.baseAddress, buffer.count) }
     }
 
@@ -157,7 +159,9 @@ extension Sockets {
         var offset = 0
         while offset < bytes.count {
             let sent = try syscall("send") {
-                bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+                bytes.withUnsafeBytes {
+                    Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
+                }
             }
             offset += sent
         }

@@ -6,7 +6,8 @@ internal import Glibc
 public struct TCPInfo: Hashable, Sendable {
     /// `tcpi_state` values from <netinet/tcp.h>.
     public enum State: UInt8, Sendable {
-        case established = 1, synSent, synReceived, finWait1, finWait2, timeWait, close, closeWait,
+        case established = 1
+        case synSent, synReceived, finWait1, finWait2, timeWait, close, closeWait,
             lastAck, listen, closing
     }
 

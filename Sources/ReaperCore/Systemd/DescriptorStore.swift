@@ -100,7 +100,8 @@ public final class SystemdDescriptorStore: DescriptorStore, EventHandler {
         while queueStart < queue.count {
             let message = queue[queueStart]
             let result =
-                (try? Sockets.sendNonBlocking(socket.raw, message.text, descriptors: message.descriptors)) ?? .processed(0)
+                (try? Sockets.sendNonBlocking(socket.raw, message.text, descriptors: message.descriptors))
+                ?? .processed(0)
             guard case .processed = result else { break }
             queueStart += 1
         }
