@@ -85,6 +85,17 @@ public final class EventLoop {
         freeSlots.append(registration.slot)
     }
 
+    /// Frees the slot without EPOLL_CTL_DEL, for a descriptor about to be closed
+    /// that no other descriptor shares: close(2) itself takes it out of the epoll
+    /// set, and the slot's new generation drops any event already queued for it.
+    public func forget(_ registration: Registration) {
+        guard isCurrent(registration) else { return }
+        let index = Int(registration.slot)
+        slots[index].handler = nil
+        slots[index].generation &+= 1
+        freeSlots.append(registration.slot)
+    }
+
     private func isCurrent(_ registration: Registration) -> Bool {
         let index = Int(registration.slot)
         return index < slots.count && slots[index].generation == registration.generation

@@ -32,6 +32,9 @@ final class Connection: EventHandler {
     private var upstreamRegistration: Registration?
     private var clientInterest: EpollEvents = []
     private var upstreamInterest: EpollEvents = []
+    /// A side taken out of the epoll set for good (see `setInterest`).
+    private var clientRetired = false
+    private var upstreamRetired = false
     private var connectTimer: LoopTimer?
     private unowned let owner: any ConnectionOwner
 
@@ -65,7 +68,8 @@ final class Connection: EventHandler {
     var bytesOut: UInt64 { isEcho ? inbound.bytes : outbound.bytes }
     var clientDescriptor: Int32? { client?.raw }
     var upstreamDescriptor: Int32? { upstream?.raw }
-    var upstreamIsTCP: Bool { upstreamAddress.map { !$0.isUnix } ?? false }
+    /// A TCP upstream (TCP_INFO can be read); stored, the sweep asks per connection.
+    let upstreamIsTCP: Bool
     /// Bytes reaperd holds that the client has not taken yet.
     var bytesWaitingForClient: Bool { isEcho ? inbound.pending > 0 : outbound.pending > 0 }
 
@@ -78,6 +82,7 @@ final class Connection: EventHandler {
         self.client = .some(client)
         self.peer = peer
         self.upstreamAddress = upstream
+        self.upstreamIsTCP = upstream.map { !$0.isUnix } ?? false
         self.owner = owner
         self.startedAt = now
         self.lastActivity = now
@@ -86,15 +91,10 @@ final class Connection: EventHandler {
     /// Sets the client's options, registers it, and starts the upstream connect.
     /// Returns false when the connection already ended (its end was reported).
     func start() -> Bool {
-        guard let fd = client?.raw else { return false }
-        do {
-            // Keepalive, user timeout and no-delay come from the listening socket:
-            // Linux copies them to every socket accept(2) returns.
-            clientRegistration = try owner.loop.register(fd, interest: [], handler: self)
-        } catch {
-            end(.closed)
-            return false
-        }
+        // Keepalive, user timeout and no-delay come from the listening socket:
+        // Linux copies them to every socket accept(2) returns. The client joins
+        // the epoll set once it has something to wait for (`setInterest`).
+        guard client != nil else { return false }
         guard let upstreamAddress else {
             phase = .relaying
             owner.connectionEstablished(self)
@@ -116,6 +116,7 @@ final class Connection: EventHandler {
         self.upstream = upstream
         self.peer = peer
         self.upstreamAddress = upstreamAddress
+        self.upstreamIsTCP = upstreamAddress.map { !$0.isUnix } ?? false
         self.owner = owner
         self.startedAt = now
         self.lastActivity = now
@@ -124,19 +125,10 @@ final class Connection: EventHandler {
 
     /// Starts watching a recovered connection.
     func resume() -> Bool {
-        guard let clientFD = client?.raw else { return false }
-        do {
-            clientRegistration = try owner.loop.register(clientFD, interest: [], handler: self)
-            if let upstreamFD = upstream?.raw {
-                upstreamRegistration = try owner.loop.register(upstreamFD, interest: [], handler: self)
-            }
-        } catch {
-            end(.closed)
-            return false
-        }
+        guard client != nil else { return false }
         phase = .relaying
         updateInterest()
-        return true
+        return phase != .ended
     }
 
     private func connect(to address: SocketAddress) -> Bool {
@@ -219,18 +211,21 @@ final class Connection: EventHandler {
         var delivered = 0
         if isEcho {
             do {
-                delivered += try inbound.pump(from: clientFD, to: clientFD, pool: pool, readSource: readClient)
+                delivered += try inbound.pump(
+                    from: clientFD, to: clientFD, pool: pool, readSource: readClient, lastDirection: true)
             } catch {
                 return failed(.client, error.systemError.errno)
             }
         } else if let upstreamFD = upstream?.raw {
             do {
-                delivered += try inbound.pump(from: clientFD, to: upstreamFD, pool: pool, readSource: readClient)
+                delivered += try inbound.pump(
+                    from: clientFD, to: upstreamFD, pool: pool, readSource: readClient, lastDirection: outbound.isDone)
             } catch {
                 return failed(error.isSource ? .client : .upstream, error.systemError.errno)
             }
             do {
-                delivered += try outbound.pump(from: upstreamFD, to: clientFD, pool: pool, readSource: readUpstream)
+                delivered += try outbound.pump(
+                    from: upstreamFD, to: clientFD, pool: pool, readSource: readUpstream, lastDirection: inbound.isDone)
             } catch {
                 return failed(error.isSource ? .upstream : .client, error.systemError.errno)
             }
@@ -276,11 +271,32 @@ final class Connection: EventHandler {
     /// whatever the interest: it leaves the epoll set (and stays open until the
     /// connection ends).
     private func setInterest(_ wanted: EpollEvents, side: Side, finished: Bool) {
-        let registration = side == .client ? clientRegistration : upstreamRegistration
-        guard let registration else { return }
+        guard let registration = side == .client ? clientRegistration : upstreamRegistration else {
+            // Not in the epoll set yet: join it with the interest it needs.
+            let retired = side == .client ? clientRetired : upstreamRetired
+            guard !finished, !retired, let fd = side == .client ? client?.raw : upstream?.raw else { return }
+            guard let registration = try? owner.loop.register(fd, interest: wanted, handler: self) else {
+                // Only memory can refuse an epoll_ctl ADD of a socket we own.
+                return end(.closed)
+            }
+            if side == .client {
+                clientRegistration = registration
+                clientInterest = wanted
+            } else {
+                upstreamRegistration = registration
+                upstreamInterest = wanted
+            }
+            return
+        }
         if finished {
             owner.loop.deregister(registration)
-            if side == .client { clientRegistration = nil } else { upstreamRegistration = nil }
+            if side == .client {
+                clientRegistration = nil
+                clientRetired = true
+            } else {
+                upstreamRegistration = nil
+                upstreamRetired = true
+            }
             return
         }
         let current = side == .client ? clientInterest : upstreamInterest
@@ -333,8 +349,11 @@ final class Connection: EventHandler {
         phase = .ended
         connectTimer?.cancel()
         connectTimer = nil
-        if let registration = clientRegistration { owner.loop.deregister(registration) }
-        if let registration = upstreamRegistration { owner.loop.deregister(registration) }
+        // Closing takes a socket out of the epoll set, unless systemd's store (or
+        // its queue) holds a copy of it: then it must be removed explicitly.
+        for registration in [clientRegistration, upstreamRegistration].compactMap({ $0 }) {
+            if isStored { owner.loop.deregister(registration) } else { owner.loop.forget(registration) }
+        }
         clientRegistration = nil
         upstreamRegistration = nil
         inbound.release(owner.pipes)

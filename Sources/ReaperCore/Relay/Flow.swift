@@ -63,9 +63,12 @@ struct Flow {
     var isDone: Bool { finished }
 
     /// Moves what can move now without blocking. Returns the bytes delivered.
-    mutating func pump(from source: Int32, to destination: Int32, pool: PipePool, readSource: Bool)
-        throws(Failure) -> Int
-    {
+    ///
+    /// `lastDirection`: the other direction is finished already, so the connection
+    /// closes as soon as this one is, and close(2) sends the FIN: no shutdown call.
+    mutating func pump(
+        from source: Int32, to destination: Int32, pool: PipePool, readSource: Bool, lastDirection: Bool = false
+    ) throws(Failure) -> Int {
         var delivered = 0
         var mayRead = readSource
         // Bounded so one fast stream cannot starve the other connections.
@@ -78,10 +81,14 @@ struct Flow {
                     progressed = true
                 }
             }
-            if mayRead && !sourceClosed && room(pool) > 0 {
+            let room = room(pool)
+            if mayRead && !sourceClosed && room > 0 {
                 let read = try fill(from: source, pool: pool)
                 if read > 0 {
                     progressed = true
+                    // Less than there was room for: the socket is most likely empty,
+                    // and another read would only say so. Epoll reports more data.
+                    if read < room { mayRead = false }
                 } else {
                     mayRead = false
                     if pending > 0 && !sourceClosed { readPaused = true }
@@ -92,6 +99,7 @@ struct Flow {
         releaseIfEmpty(pool)
         if sourceClosed && pending == 0 && !finished {
             finished = true
+            if lastDirection { return delivered }
             do {
                 try Sockets.shutdownWrite(destination)
             } catch {
