@@ -1,9 +1,10 @@
 extension Daemon {
-    /// Accepts what is queued on one listening socket, up to a batch, so one busy
-    /// listener cannot starve the loop.
+    /// Accepts what is queued on one listening socket, up to a small batch: each
+    /// accept also sets up an upstream connect, and bytes of connections already
+    /// open should not wait behind a long run of them (tail latency).
     func accept(from endpoint: ListeningEndpoint) {
         guard !stopping, !acceptPaused else { return }
-        for _ in 0..<64 {
+        for _ in 0..<Self.acceptBatch {
             let result: IOResult<Sockets.Accepted>
             do {
                 result = try Sockets.acceptWithPeer(endpoint.socket.raw)
@@ -15,6 +16,8 @@ extension Daemon {
             admit(accepted.socket, peer: accepted.peer, on: endpoint)
         }
     }
+
+    static let acceptBatch = 16
 
     private func admit(_ client: consuming FileDescriptor, peer: SocketAddress, on endpoint: ListeningEndpoint) {
         let listener = endpoint.listener
