@@ -5,7 +5,8 @@ final class ControlServer: EventHandler {
     let path: String
     private let socket: FileDescriptor
     private var registration: Registration?
-    private var clients: [ObjectIdentifier: RequestConnection] = [:]
+    /// Made once `self` exists (its answers call back into the server).
+    private var clients: RequestClients?
     private unowned let daemon: Daemon
     static let maximumClients = 64
 
@@ -42,35 +43,21 @@ final class ControlServer: EventHandler {
         }
         let raw = socket.raw
         self.socket = socket
+        clients = RequestClients(
+            loop: daemon.loop, maximum: Self.maximumClients, limit: ControlRequest.maximumLength,
+            refusal: Array("ERR too many control connections\n".utf8),
+            respond: { [unowned self] bytes, complete in self.answer(bytes, complete: complete) })
         registration = try daemon.loop.register(raw, interest: [.readable], handler: self)
     }
 
     deinit {
         if let registration { daemon.loop.deregister(registration) }
-        for client in clients.values { client.close() }
+        clients?.closeAll()
         try? Files.unlink(path)
     }
 
     func handle(_ events: EpollEvents, on registration: Registration) {
-        for _ in 0..<16 {
-            guard let client = ServiceAcceptor.next(socket.raw, registration: registration, loop: daemon.loop) else {
-                return
-            }
-            guard clients.count < Self.maximumClients else {
-                _ = try? Sockets.send(client.raw, Array("ERR too many control connections\n".utf8))
-                continue
-            }
-            let connection: RequestConnection
-            do {
-                connection = try RequestConnection(
-                    socket: client, loop: daemon.loop, limit: ControlRequest.maximumLength, deadline: .seconds(5),
-                    respond: { [unowned self] bytes, complete in self.answer(bytes, complete: complete) },
-                    onClose: { [unowned self] closed in self.clients[ObjectIdentifier(closed)] = nil })
-            } catch {
-                continue
-            }
-            clients[ObjectIdentifier(connection)] = connection
-        }
+        clients?.accept(from: socket.raw, registration: self.registration)
     }
 
     private func answer(_ bytes: [UInt8], complete: Bool) -> RequestConnection.Verdict {

@@ -2,7 +2,8 @@
 final class MetricsServer: EventHandler {
     private let socket: FileDescriptor
     private var registration: Registration?
-    private var clients: [ObjectIdentifier: RequestConnection] = [:]
+    /// Made once `self` exists (its answers call back into the server).
+    private var clients: RequestClients?
     private unowned let daemon: Daemon
     static let maximumClients = 64
 
@@ -10,6 +11,9 @@ final class MetricsServer: EventHandler {
         self.daemon = daemon
         socket = try ListeningSocket.open(listener: "metrics", endpoint: endpoint, backlog: 64, reusePort: false)
         do {
+            clients = RequestClients(
+                loop: daemon.loop, maximum: Self.maximumClients, limit: MetricsRequest.maximumLength, refusal: nil,
+                respond: { [unowned self] bytes, complete in self.answer(bytes, complete: complete) })
             registration = try daemon.loop.register(socket.raw, interest: [.readable], handler: self)
         } catch {
             throw ListeningSocket.OpenError(listener: "metrics", endpoint: endpoint.description, failure: error)
@@ -18,26 +22,11 @@ final class MetricsServer: EventHandler {
 
     deinit {
         if let registration { daemon.loop.deregister(registration) }
-        for client in clients.values { client.close() }
+        clients?.closeAll()
     }
 
     func handle(_ events: EpollEvents, on registration: Registration) {
-        for _ in 0..<16 {
-            guard let client = ServiceAcceptor.next(socket.raw, registration: registration, loop: daemon.loop) else {
-                return
-            }
-            guard clients.count < Self.maximumClients else { continue }
-            let connection: RequestConnection
-            do {
-                connection = try RequestConnection(
-                    socket: client, loop: daemon.loop, limit: MetricsRequest.maximumLength, deadline: .seconds(5),
-                    respond: { [unowned self] bytes, complete in self.answer(bytes, complete: complete) },
-                    onClose: { [unowned self] closed in self.clients[ObjectIdentifier(closed)] = nil })
-            } catch {
-                continue
-            }
-            clients[ObjectIdentifier(connection)] = connection
-        }
+        clients?.accept(from: socket.raw, registration: self.registration)
     }
 
     private func answer(_ bytes: [UInt8], complete: Bool) -> RequestConnection.Verdict {

@@ -132,3 +132,47 @@ struct ServiceAcceptor {
         return client
     }
 }
+
+/// The clients of one request/response socket (control or metrics): accepts up
+/// to `maximum` at once, each read within `limit` bytes and five seconds.
+final class RequestClients {
+    private var clients: [ObjectIdentifier: RequestConnection] = [:]
+    private let loop: EventLoop
+    private let maximum: Int
+    private let limit: Int
+    /// Sent to a client past `maximum` before it is closed; nil closes silently.
+    private let refusal: [UInt8]?
+    private let respond: ([UInt8], Bool) -> RequestConnection.Verdict
+
+    init(
+        loop: EventLoop, maximum: Int, limit: Int, refusal: [UInt8]?,
+        respond: @escaping ([UInt8], Bool) -> RequestConnection.Verdict
+    ) {
+        self.loop = loop
+        self.maximum = maximum
+        self.limit = limit
+        self.refusal = refusal
+        self.respond = respond
+    }
+
+    /// Accepts a batch of queued clients from the listening socket `fd`.
+    func accept(from fd: Int32, registration: Registration?) {
+        for _ in 0..<16 {
+            guard let client = ServiceAcceptor.next(fd, registration: registration, loop: loop) else { return }
+            guard clients.count < maximum else {
+                if let refusal { _ = try? Sockets.send(client.raw, refusal) }
+                continue
+            }
+            guard
+                let connection = try? RequestConnection(
+                    socket: client, loop: loop, limit: limit, deadline: .seconds(5), respond: respond,
+                    onClose: { [unowned self] closed in self.clients[ObjectIdentifier(closed)] = nil })
+            else { continue }
+            clients[ObjectIdentifier(connection)] = connection
+        }
+    }
+
+    func closeAll() {
+        for client in Array(clients.values) { client.close() }
+    }
+}
