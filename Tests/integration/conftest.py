@@ -185,12 +185,17 @@ class Upstream:
     """A threaded TCP server on loopback: each accepted connection runs `handler`."""
 
     def __init__(self, handler, port=0, host="127.0.0.1"):
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        self.port = sock.getsockname()[1]
+        self._serve(sock, handler)
+
+    def _serve(self, sock, handler):
+        """Accepts on the listening `sock` in a thread, one thread per connection."""
         self.handler = handler
-        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(1024)
-        self.port = self.sock.getsockname()[1]
+        self.sock = sock
         self.accepted = []
         self.closed_count = 0
         self.lock = threading.Lock()

@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 
-from conftest import REAPERD, wait_for
+from conftest import REAPERD, Upstream, wait_for
 
 MiB = 1024 * 1024
 
@@ -160,47 +160,19 @@ def run_reaperd(*args, timeout=15):
 
 # ---------------------------------------------------------------- unix upstream
 
-class UnixUpstream:
-    """A threaded Unix stream server: each accepted connection runs `handler`."""
+class UnixUpstream(Upstream):
+    """The same threaded server on a Unix stream socket."""
 
     def __init__(self, path, handler):
         self.path = str(path)
-        self.handler = handler
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(self.path)
-        self.sock.listen(128)
-        self.accepted = 0
-        self.stopping = False
-        threading.Thread(target=self._accept_loop, daemon=True).start()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(self.path)
+        sock.listen(128)
+        self._serve(sock, handler)
 
     @property
     def address(self):
         return f"unix:{self.path}"
-
-    def _accept_loop(self):
-        while not self.stopping:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
-
-    def _run(self, conn):
-        try:
-            self.handler(conn)
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    def close(self):
-        self.stopping = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
 
 
 # ---------------------------------------------------------------- another process's sockets
