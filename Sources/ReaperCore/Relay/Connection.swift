@@ -106,21 +106,14 @@ final class Connection: EventHandler {
 
     /// A connection received back from systemd's file descriptor store after a
     /// restart: both sides connected already, nothing in flight inside reaperd.
-    init(
+    convenience init(
         recoveredID id: UInt64, listener: ListenerState, client: consuming FileDescriptor, peer: SocketAddress,
         upstream: consuming FileDescriptor?, upstreamAddress: SocketAddress?, owner: any ConnectionOwner, now: Instant
     ) {
-        self.id = id
-        self.listener = listener
-        self.client = .some(client)
+        self.init(
+            id: id, listener: listener, client: client, peer: peer, upstream: upstreamAddress, owner: owner, now: now)
         self.upstream = upstream
-        self.peer = peer
-        self.upstreamAddress = upstreamAddress
-        self.upstreamIsTCP = upstreamAddress.map { !$0.isUnix } ?? false
-        self.owner = owner
-        self.startedAt = now
-        self.lastActivity = now
-        self.isStored = true
+        isStored = true
     }
 
     /// Starts watching a recovered connection.
