@@ -31,9 +31,9 @@ extension Daemon {
 
     var orderedListeners: [ListenerState] { listenerOrder.compactMap { listeners[$0] } }
 
-    func healthCounts() -> [Health: Int] {
-        var counts: [Health: Int] = [:]
-        for connection in table.all { counts[connection.health, default: 0] += 1 }
+    func healthCounts() -> HealthCounts {
+        var counts = HealthCounts()
+        for connection in table.all { counts[connection.health] += 1 }
         return counts
     }
 
@@ -86,7 +86,7 @@ extension Daemon {
         json.field("uptime_seconds", Instant.now().since(startedAt).secondsAsDouble)
         json.field("connections", table.count)
         json.beginObject("health")
-        for health in Health.allCases { json.field(health.rawValue, counts[health] ?? 0) }
+        for health in Health.allCases { json.field(health.rawValue, counts[health]) }
         json.endObject()
         json.field("reaped_since_start", reapsSinceStart)
         json.field("status", statusLine())

@@ -2,9 +2,9 @@ extension Daemon {
     /// SPEC §6 in the Prometheus text exposition format, version 0.0.4.
     func metricsPage() -> String {
         var page = PrometheusText()
-        var byHealth: [String: [Health: Int]] = [:]
+        var byHealth: [String: HealthCounts] = [:]
         for connection in table.all {
-            byHealth[connection.listener.name, default: [:]][connection.health, default: 0] += 1
+            byHealth[connection.listener.name, default: HealthCounts()][connection.health] += 1
         }
         let all = orderedListeners
 

@@ -241,22 +241,10 @@ public final class Daemon: ConnectionOwner {
     /// "12 connections (10 idle, 1 active, 1 probing, 0 dead), 3 reaped since start".
     func statusLine() -> String {
         if stopping { return "stopping: \(table.count) connections draining" }
-        // Four counters, not a dictionary: this runs after every sweep.
-        var active = 0
-        var idle = 0
-        var probing = 0
-        var dead = 0
-        for connection in table.all {
-            switch connection.health {
-            case .active: active += 1
-            case .idle: idle += 1
-            case .probing: probing += 1
-            case .dead: dead += 1
-            }
-        }
+        let counts = healthCounts()
         var line =
-            "\(table.count) connections (\(active) active, \(idle) idle, "
-            + "\(probing) probing, \(dead) dead), \(reapsSinceStart) reaped since start"
+            "\(table.count) connections (\(counts[.active]) active, \(counts[.idle]) idle, "
+            + "\(counts[.probing]) probing, \(counts[.dead]) dead), \(reapsSinceStart) reaped since start"
         if let lastReloadError { line += "; last reload failed: \(lastReloadError)" }
         return line
     }

@@ -10,6 +10,37 @@ public enum Health: String, Sendable, CaseIterable {
     case dead
 }
 
+/// Connections counted by health: four counters, no allocation, so it can run
+/// after every sweep (STATUS=) as well as for `reaperctl` and the metrics page.
+public struct HealthCounts: Sendable, Equatable {
+    private var counts = (active: 0, idle: 0, probing: 0, dead: 0)
+
+    public init() {}
+
+    public subscript(health: Health) -> Int {
+        get {
+            switch health {
+            case .active: counts.active
+            case .idle: counts.idle
+            case .probing: counts.probing
+            case .dead: counts.dead
+            }
+        }
+        set {
+            switch health {
+            case .active: counts.active = newValue
+            case .idle: counts.idle = newValue
+            case .probing: counts.probing = newValue
+            case .dead: counts.dead = newValue
+            }
+        }
+    }
+
+    public static func == (lhs: HealthCounts, rhs: HealthCounts) -> Bool {
+        Health.allCases.allSatisfy { lhs[$0] == rhs[$0] }
+    }
+}
+
 /// Why reaperd closed a connection itself (SPEC §5). The raw value is the
 /// `REAPERD_REASON` journal field and the metrics label.
 public enum ReapReason: String, Sendable, CaseIterable {
