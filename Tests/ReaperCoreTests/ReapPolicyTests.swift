@@ -15,12 +15,12 @@ import Testing
     }
 
     func observe(
-        client: TCPInfo?, upstream: TCPInfo? = nil, clientError: Errno? = nil, upstreamError: Errno? = nil,
-        moved: Bool = false, idle: Duration = .zero, halfClosed: Duration? = nil
+        client: TCPInfo?, upstream: TCPInfo? = nil, faulted: Bool = false, moved: Bool = false,
+        idle: Duration = .zero, silentAfterHalfClose: Duration? = nil
     ) -> SweepObservation {
         SweepObservation(
-            client: client, upstream: upstream, clientError: clientError, upstreamError: upstreamError,
-            bytesMoved: moved, idleFor: idle, halfClosedFor: halfClosed)
+            client: client, upstream: upstream, faulted: faulted, bytesMoved: moved, idleFor: idle,
+            halfCloseSilence: silentAfterHalfClose)
     }
 
     @Test func healthFollowsTCPInfo() {
@@ -28,32 +28,46 @@ import Testing
         #expect(ReapPolicy.health(observe(client: info())) == .idle)
         #expect(ReapPolicy.health(observe(client: info(probes: 1))) == .probing)
         #expect(ReapPolicy.health(observe(client: info(), upstream: info(probes: 2))) == .probing)
-        #expect(ReapPolicy.health(observe(client: info(state: .close))) == .dead)
-        #expect(ReapPolicy.health(observe(client: info(), upstreamError: .timedOut)) == .dead)
+        #expect(ReapPolicy.health(observe(client: info(), faulted: true)) == .dead)
         // Probes on a socket that is no longer established are not "probing".
         #expect(ReapPolicy.health(observe(client: info(state: .finWait1, probes: 1))) == .idle)
+    }
+
+    /// Both FINs exchanged leaves a socket in TCP_CLOSE with bytes still to read:
+    /// an orderly end on its way, not a dead connection (the truncation bug).
+    @Test func orderlyCloseIsNotDeadAndNotAReap() {
+        let closing = observe(client: info(), upstream: info(state: .close), moved: true)
+        #expect(ReapPolicy.health(closing) == .active)
+        #expect(ReapPolicy.decide(closing, settings: .defaults) == nil)
+        #expect(ReapPolicy.health(observe(client: info(state: .close))) == .idle)
+    }
+
+    @Test func theKernelGivingUpIsTheOnlyDeathToReap() {
+        for errno in [Errno.timedOut, .hostUnreachable, .networkUnreachable] {
+            #expect(errno.isPeerUnreachable)
+            #expect(errno.isDisconnect)
+        }
+        for errno in [Errno.connectionReset, .brokenPipe, .connectionAborted, .wouldBlock, .noMemory] {
+            #expect(!errno.isPeerUnreachable)
+        }
     }
 
     @Test func keepaliveWhenNothingWasInFlight() {
         var evidence = ReapEvidence()
         evidence.record(info(probes: 1), bytesWaitingForClient: false)
-        let reason = ReapPolicy.decide(
-            observe(client: info(state: .close), clientError: .timedOut), evidence: evidence, settings: .defaults)
-        #expect(reason == .keepalive)
+        #expect(ReapPolicy.clientDeathReason(evidence: evidence) == .keepalive)
     }
 
     @Test func userTimeoutWhenDataWasUnacknowledged() {
         var evidence = ReapEvidence()
         evidence.record(info(unacked: 4), bytesWaitingForClient: false)
-        let reason = ReapPolicy.decide(
-            observe(client: info(state: .close), clientError: .timedOut), evidence: evidence, settings: .defaults)
-        #expect(reason == .userTimeout)
+        #expect(ReapPolicy.clientDeathReason(evidence: evidence) == .userTimeout)
     }
 
     @Test func userTimeoutWhenTheWindowWasClosed() {
         var evidence = ReapEvidence()
         evidence.record(info(probes: 3, notSent: 65536), bytesWaitingForClient: true)
-        #expect(ReapPolicy.clientDeathReason(.timedOut, evidence: evidence) == .userTimeout)
+        #expect(ReapPolicy.clientDeathReason(evidence: evidence) == .userTimeout)
     }
 
     @Test func evidenceClearsOnceEverythingIsAcknowledged() {
@@ -61,54 +75,29 @@ import Testing
         evidence.record(info(unacked: 2), bytesWaitingForClient: false)
         evidence.record(info(), bytesWaitingForClient: false)
         #expect(!evidence.sawDataInFlight)
-        #expect(ReapPolicy.clientDeathReason(.timedOut, evidence: evidence) == .keepalive)
-    }
-
-    @Test func upstreamDeathIsUpstreamDead() {
-        let reason = ReapPolicy.decide(
-            observe(client: info(), upstream: info(state: .close), upstreamError: .timedOut), evidence: ReapEvidence(),
-            settings: .defaults)
-        #expect(reason == .upstreamDead)
-    }
-
-    @Test func resetIsNotAReap() {
-        let reason = ReapPolicy.decide(
-            observe(client: info(state: .close), clientError: .connectionReset), evidence: ReapEvidence(),
-            settings: .defaults)
-        #expect(reason == nil)
+        #expect(ReapPolicy.clientDeathReason(evidence: evidence) == .keepalive)
     }
 
     @Test func idleTimeoutOnlyWhenConfiguredAndIdle() {
         var settings = ConnectionSettings.defaults
-        #expect(
-            ReapPolicy.decide(observe(client: info(), idle: .seconds(3600)), evidence: .init(), settings: settings)
-                == nil)
+        #expect(ReapPolicy.decide(observe(client: info(), idle: .seconds(3600)), settings: settings) == nil)
         settings.idleTimeout = .seconds(30)
-        #expect(
-            ReapPolicy.decide(observe(client: info(), idle: .seconds(29)), evidence: .init(), settings: settings) == nil
-        )
-        #expect(
-            ReapPolicy.decide(observe(client: info(), idle: .seconds(30)), evidence: .init(), settings: settings)
-                == .idleTimeout)
-        #expect(
-            ReapPolicy.decide(
-                observe(client: info(), moved: true, idle: .seconds(30)), evidence: .init(), settings: settings)
-                == nil)
+        #expect(ReapPolicy.decide(observe(client: info(), idle: .seconds(29)), settings: settings) == nil)
+        #expect(ReapPolicy.decide(observe(client: info(), idle: .seconds(30)), settings: settings) == .idleTimeout)
+        #expect(ReapPolicy.decide(observe(client: info(), moved: true, idle: .seconds(30)), settings: settings) == nil)
     }
 
-    @Test func halfCloseTimeout() {
+    @Test func halfCloseTimeoutCountsSilenceNotTimeSinceTheFIN() {
         var settings = ConnectionSettings.defaults
         settings.halfCloseTimeout = .seconds(5)
         #expect(
-            ReapPolicy.decide(observe(client: info(), halfClosed: .seconds(4)), evidence: .init(), settings: settings)
-                == nil)
+            ReapPolicy.decide(observe(client: info(), silentAfterHalfClose: .seconds(4)), settings: settings) == nil)
         #expect(
-            ReapPolicy.decide(observe(client: info(), halfClosed: .seconds(5)), evidence: .init(), settings: settings)
+            ReapPolicy.decide(observe(client: info(), silentAfterHalfClose: .seconds(5)), settings: settings)
                 == .halfCloseTimeout)
         settings.halfCloseTimeout = .zero
         #expect(
-            ReapPolicy.decide(observe(client: info(), halfClosed: .seconds(99)), evidence: .init(), settings: settings)
-                == nil)
+            ReapPolicy.decide(observe(client: info(), silentAfterHalfClose: .seconds(99)), settings: settings) == nil)
     }
 }
 

@@ -11,7 +11,7 @@ extension Daemon {
             // an operator looking gets the round-trip time as of now.
             for connection in rows {
                 if let fd = connection.clientDescriptor, let info = try? TCPInfo.read(fd) {
-                    connection.rttMicroseconds = info.rttMicroseconds
+                    connection.watch.rttMicroseconds = info.rttMicroseconds
                 }
             }
             return ControlResponse.ok(json ? connectionsJSON(rows) : connectionsTable(rows))

@@ -146,8 +146,12 @@ public final class Daemon: ConnectionOwner {
         guard connection.isStored else { return }
         // FIN now, although PID 1 still holds a copy until it reads the removal;
         // it also drops a copy whose socket hangs up, should the removal be lost.
-        if let fd = connection.clientDescriptor { Sockets.shutdownBoth(fd) }
-        if let fd = connection.upstreamDescriptor { Sockets.shutdownBoth(fd) }
+        // A reset passed on must stay a reset: SO_LINGER 0 is set, and the RST
+        // goes out when PID 1 closes its copy; a FIN now would say "complete".
+        if !connection.endsWithReset {
+            if let fd = connection.clientDescriptor { Sockets.shutdownBoth(fd) }
+            if let fd = connection.upstreamDescriptor { Sockets.shutdownBoth(fd) }
+        }
         unstore(StoredName.client(id: connection.id, listener: connection.listener.name).text)
         if !connection.isEcho {
             unstore(StoredName.upstream(id: connection.id, listener: connection.listener.name).text)

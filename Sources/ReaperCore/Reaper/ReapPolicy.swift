@@ -4,28 +4,28 @@ public struct SweepObservation: Sendable {
     public var client: TCPInfo?
     /// nil for a Unix upstream, or before the upstream is connected.
     public var upstream: TCPInfo?
-    public var clientError: Errno?
-    public var upstreamError: Errno?
+    /// The kernel reported an error on a side (a reset, a broken pipe); the
+    /// connection is delivering what it still can before it closes.
+    public var faulted: Bool
     /// Bytes moved either way since the previous sweep.
     public var bytesMoved: Bool
     /// Time since bytes last moved either way.
     public var idleFor: Duration
-    /// Time since the first FIN, when one side has closed.
-    public var halfClosedFor: Duration?
+    /// After one side's FIN: how long the open direction has been silent.
+    public var halfCloseSilence: Duration?
     /// reaperd itself holds bytes it could not yet deliver to the client.
     public var bytesWaitingForClient: Bool
 
     public init(
-        client: TCPInfo?, upstream: TCPInfo?, clientError: Errno? = nil, upstreamError: Errno? = nil,
-        bytesMoved: Bool, idleFor: Duration, halfClosedFor: Duration? = nil, bytesWaitingForClient: Bool = false
+        client: TCPInfo?, upstream: TCPInfo?, faulted: Bool = false, bytesMoved: Bool, idleFor: Duration,
+        halfCloseSilence: Duration? = nil, bytesWaitingForClient: Bool = false
     ) {
         self.client = client
         self.upstream = upstream
-        self.clientError = clientError
-        self.upstreamError = upstreamError
+        self.faulted = faulted
         self.bytesMoved = bytesMoved
         self.idleFor = idleFor
-        self.halfClosedFor = halfClosedFor
+        self.halfCloseSilence = halfCloseSilence
         self.bytesWaitingForClient = bytesWaitingForClient
     }
 }
@@ -50,60 +50,42 @@ public struct ReapEvidence: Sendable, Equatable {
     }
 }
 
-/// Health classification and reap decisions (SPEC §5).
+/// Health classification and the reaper's own reap decisions (SPEC §5). What
+/// the kernel says about a socket (a reset, a dead peer, an orderly close) is
+/// decided by the connection itself (`Connection.kernelReports`): this only
+/// classifies, and reaps for the limits the kernel does not enforce.
 public enum ReapPolicy {
+    /// `dead`: a side failed and the connection is only finishing. A socket in
+    /// `TCP_CLOSE` with no error is an orderly end (both FINs exchanged) whose
+    /// last bytes may still be on their way: that connection is `active` or
+    /// `idle` like any other until it has delivered them.
     public static func health(_ observation: SweepObservation) -> Health {
-        if isDead(observation.client, observation.clientError)
-            || isDead(observation.upstream, observation.upstreamError)
-        {
-            return .dead
-        }
+        if observation.faulted { return .dead }
         if let client = observation.client, client.isEstablished, client.probes > 0 { return .probing }
         if let upstream = observation.upstream, upstream.isEstablished, upstream.probes > 0 { return .probing }
         return observation.bytesMoved ? .active : .idle
     }
 
-    /// The reason to reap now, or nil to let the connection live.
-    public static func decide(
-        _ observation: SweepObservation, evidence: ReapEvidence, settings: ConnectionSettings
-    ) -> ReapReason? {
-        if peerGone(observation.clientError) {
-            return clientDeathReason(observation.clientError, evidence: evidence)
-        }
-        if peerGone(observation.upstreamError) { return .upstreamDead }
-        if isDead(observation.client, observation.clientError)
-            || isDead(observation.upstream, observation.upstreamError)
-        {
-            // Closed by a reset or FIN: an ordinary close, which the caller handles.
-            return nil
-        }
+    /// The reason to reap now for a limit of reaperd's own, or nil to let the
+    /// connection live.
+    public static func decide(_ observation: SweepObservation, settings: ConnectionSettings) -> ReapReason? {
         if settings.idleTimeout > .zero && !observation.bytesMoved && observation.idleFor >= settings.idleTimeout {
             return .idleTimeout
         }
-        if settings.halfCloseTimeout > .zero, let halfClosed = observation.halfClosedFor,
-            halfClosed >= settings.halfCloseTimeout
+        if settings.halfCloseTimeout > .zero, let silence = observation.halfCloseSilence,
+            silence >= settings.halfCloseTimeout
         {
             return .halfCloseTimeout
         }
         return nil
     }
 
-    /// The kernel gave up on the client. With data in flight it was the user
-    /// timeout (or retransmission limit); with nothing in flight, the keepalive
-    /// probes. A client that closed normally never reaches here: FIN and RST are
-    /// ordinary closes.
-    public static func clientDeathReason(_ error: Errno?, evidence: ReapEvidence) -> ReapReason {
+    /// The kernel gave up on the client (`Errno.isPeerUnreachable`). With data
+    /// in flight it was the user timeout (or retransmission limit); with nothing
+    /// in flight, the keepalive probes. A client that closed normally never
+    /// reaches here: FIN and RST are ordinary closes.
+    public static func clientDeathReason(evidence: ReapEvidence) -> ReapReason {
         evidence.sawDataInFlight ? .userTimeout : .keepalive
-    }
-
-    /// The kernel declared the peer unreachable: probes or retransmissions went
-    /// unanswered, or the route is gone.
-    public static func peerGone(_ error: Errno?) -> Bool {
-        error == .timedOut || error == .hostUnreachable || error == .networkUnreachable
-    }
-
-    static func isDead(_ info: TCPInfo?, _ error: Errno?) -> Bool {
-        peerGone(error) || (info?.isClosed ?? false)
     }
 
     /// When a socket next needs a TCP_INFO read. The kernel sends the first

@@ -40,60 +40,67 @@ extension Daemon {
         while index >= 0 {
             let connection = table.all[index]
             index -= 1
-            sockets += examine(connection, now: started)
+            sockets += Reaper.examine(connection, now: started)
         }
         sweepStats.record(seconds: Instant.now().since(started).secondsAsDouble, sockets: sockets)
         publishStatus()
     }
+}
 
-    /// Returns the number of sockets read.
-    private func examine(_ connection: Connection, now: Instant) -> Int {
-        guard connection.phase == .relaying, let clientFD = connection.clientDescriptor else { return 0 }
+/// The reaper's look at one connection, apart from the daemon so in-process
+/// tests run the very same sweep against a connection they drive.
+enum Reaper {
+    /// Returns the number of sockets read. The sweep reads and classifies; what
+    /// the kernel says about a socket the connection itself acts on (`inspect`),
+    /// and the sweep reaps only for reaperd's own limits.
+    static func examine(_ connection: Connection, now: Instant) -> Int {
+        guard connection.phase == .relaying, connection.clientDescriptor != nil else { return 0 }
         let settings = connection.listener.connection
+        var watch = connection.watch
         let total = connection.bytesIn &+ connection.bytesOut
-        let moved = total != connection.bytesAtLastSweep
-        connection.bytesAtLastSweep = total
+        var moved = total != watch.bytesAtLastSweep
+        watch.bytesAtLastSweep = total
         // Bytes moving or waiting: read every sweep, for the user-timeout evidence.
         let busy = moved || connection.holdsBytes
         var sockets = 0
-        var observation = SweepObservation(
-            client: nil, upstream: nil, bytesMoved: moved, idleFor: now.since(connection.lastActivity),
-            halfClosedFor: connection.halfClosedAt.map { now.since($0) },
-            bytesWaitingForClient: connection.bytesWaitingForClient)
-        if busy || now >= connection.nextClientCheck {
+        var client: TCPInfo?
+        var upstream: TCPInfo?
+        if busy || now >= watch.nextClientCheck {
             sockets += 1
-            observation.client = try? TCPInfo.read(clientFD)
-            if let info = observation.client {
-                connection.nextClientCheck = ReapPolicy.nextCheck(
+            client = connection.inspect(.client)
+            if let info = client {
+                watch.nextClientCheck = ReapPolicy.nextCheck(
                     after: info, keepaliveIdleSeconds: settings.keepalive ? settings.keepaliveIdle : nil, now: now)
-                connection.rttMicroseconds = info.rttMicroseconds
+                watch.rttMicroseconds = info.rttMicroseconds
+                if watch.noteKernelBytes(info, upstream: false, now: now) { moved = true }
             }
-            if observation.client?.isClosed ?? true { observation.clientError = Sockets.pendingError(clientFD) }
         }
-        if connection.upstreamIsTCP, let upstreamFD = connection.upstreamDescriptor,
-            busy || now >= connection.nextUpstreamCheck
-        {
+        if connection.upstreamIsTCP, connection.phase == .relaying, busy || now >= watch.nextUpstreamCheck {
             sockets += 1
-            observation.upstream = try? TCPInfo.read(upstreamFD)
-            if let info = observation.upstream {
+            upstream = connection.inspect(.upstream)
+            if let info = upstream {
                 let keepalive = settings.upstreamKeepalive && settings.keepalive
-                connection.nextUpstreamCheck = ReapPolicy.nextCheck(
+                watch.nextUpstreamCheck = ReapPolicy.nextCheck(
                     after: info, keepaliveIdleSeconds: keepalive ? settings.keepaliveIdle : nil, now: now)
+                if watch.noteKernelBytes(info, upstream: true, now: now) { moved = true }
             }
-            if observation.upstream?.isClosed ?? false { observation.upstreamError = Sockets.pendingError(upstreamFD) }
         }
+        // `inspect` may have ended it (a dead peer reaped, a reset finished).
+        guard connection.phase == .relaying else { return sockets }
 
-        connection.health = ReapPolicy.health(observation)
-        connection.probes = max(observation.client?.probes ?? 0, observation.upstream?.probes ?? 0)
-        connection.evidence.record(observation.client, bytesWaitingForClient: observation.bytesWaitingForClient)
-
-        if let reason = ReapPolicy.decide(observation, evidence: connection.evidence, settings: settings) {
-            connection.reap(reason)
-        } else if connection.health == .dead {
-            // Closed by the kernel after a reset or an ordinary close whose event
-            // has not been handled yet: a close, not a reap.
-            connection.end(.closed)
-        }
+        // Silence is time since a byte last moved, through reaperd or through the
+        // kernel's queues; after a half-close it counts from the FIN at the earliest.
+        let lastMoved = max(connection.lastActivity, watch.kernelMovedAt)
+        let observation = SweepObservation(
+            client: client, upstream: upstream, faulted: connection.hasFault, bytesMoved: moved,
+            idleFor: now.since(lastMoved),
+            halfCloseSilence: connection.halfClosedAt.map { now.since(max($0, lastMoved)) },
+            bytesWaitingForClient: connection.bytesWaitingForClient)
+        watch.health = ReapPolicy.health(observation)
+        watch.probes = max(client?.probes ?? 0, upstream?.probes ?? 0)
+        watch.evidence.record(client, bytesWaitingForClient: observation.bytesWaitingForClient)
+        connection.watch = watch
+        if let reason = ReapPolicy.decide(observation, settings: settings) { connection.reap(reason) }
         return sockets
     }
 }

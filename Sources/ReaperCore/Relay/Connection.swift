@@ -32,9 +32,6 @@ final class Connection: EventHandler {
     private var upstreamRegistration: Registration?
     private var clientInterest: EpollEvents = []
     private var upstreamInterest: EpollEvents = []
-    /// A side taken out of the epoll set for good (see `setInterest`).
-    private var clientRetired = false
-    private var upstreamRetired = false
     private var connectTimer: LoopTimer?
     private unowned let owner: any ConnectionOwner
 
@@ -43,15 +40,23 @@ final class Connection: EventHandler {
     /// Upstream to client.
     private(set) var outbound = Flow()
 
-    // What the last sweep saw; written by the reaper.
-    var health = Health.idle
-    var probes: UInt8 = 0
-    var rttMicroseconds: UInt32 = 0
-    var evidence = ReapEvidence()
-    var bytesAtLastSweep: UInt64 = 0
-    /// When the sweep next reads each socket's TCP_INFO (`ReapPolicy.nextCheck`).
-    var nextClientCheck = Instant(nanoseconds: 0)
-    var nextUpstreamCheck = Instant(nanoseconds: 0)
+    /// What the reaper saw at its last sweep; the sweep alone writes it.
+    var watch = ReaperWatch()
+    var health: Health { watch.health }
+    var probes: UInt8 { watch.probes }
+    var rttMicroseconds: UInt32 { watch.rttMicroseconds }
+    /// The first error the kernel reported on each socket, short of the peer
+    /// being unreachable (a reset, a broken pipe): see `kernelReports`.
+    private var clientFault: Errno?
+    private var upstreamFault: Errno?
+    /// Set while a transient error (no memory) holds the connection still.
+    private var retryTimer: LoopTimer?
+    /// The connection closes with RST on both sides (a reset passed on).
+    private(set) var endsWithReset = false
+    /// Events handled while relaying, and those among them that moved nothing
+    /// and changed nothing: a busy loop shows as the second growing.
+    private(set) var wakeups: UInt64 = 0
+    private(set) var idleWakeups: UInt64 = 0
     /// Position in the daemon's connection table, for O(1) removal.
     var tableIndex = -1
     /// Both sockets are in systemd's file descriptor store.
@@ -170,6 +175,12 @@ final class Connection: EventHandler {
         if phase == .connecting {
             if side == .upstream {
                 if let fd = upstream?.raw, let error = Sockets.pendingError(fd) {
+                    if error == .connectionReset || error == .brokenPipe {
+                        // Accepted, then reset before this event: a greeting it
+                        // sent first is still queued, so deliver it, then reset.
+                        upstreamConnected()
+                        return kernelReports(.upstream, error: error)
+                    }
                     end(.upstreamFailed("connect \(upstreamAddress.map { "\($0)" } ?? ""): \(error)"))
                 } else if events.contains(.error) || events.contains(.hangup) {
                     end(.upstreamFailed("connect \(upstreamAddress.map { "\($0)" } ?? ""): hung up"))
@@ -182,56 +193,167 @@ final class Connection: EventHandler {
             }
             return
         }
+        wakeups += 1
+        let before = progressMark
         if events.contains(.error) {
-            // Bytes the peer sent before its reset are still queued: deliver them
-            // first (reads return data before the error), then close.
-            pump(readClient: side == .client, readUpstream: side == .upstream)
-            guard phase != .ended else { return }
-            let fd = side == .client ? client?.raw : upstream?.raw
-            failed(side, fd.flatMap { Sockets.pendingError($0) })
-            return
+            // Reading SO_ERROR clears it: what it says goes straight to the decision.
+            kernelReports(side, error: descriptor(side).flatMap { Sockets.pendingError($0) })
+        } else {
+            let readable = !events.isDisjoint(with: [.readable, .readHangup, .hangup])
+            pump(readClient: side == .client && readable, readUpstream: side == .upstream && readable)
         }
-        let readable = !events.isDisjoint(with: [.readable, .readHangup, .hangup])
-        pump(readClient: side == .client && readable, readUpstream: side == .upstream && readable)
+        if phase != .ended && progressMark == before { idleWakeups += 1 }
     }
 
-    /// Moves bytes both ways as far as they go, then settles the state.
+    // MARK: How a connection ends
+
+    /// The one entry point for what the kernel says about a socket, from an
+    /// event, a failed read or write, or the sweep's TCP_INFO; it alone decides
+    /// how the connection goes on or ends (SPEC §5):
+    /// - the peer is unreachable (`ETIMEDOUT` after probes or the user timeout,
+    ///   no route): reap, for a reason;
+    /// - an ordinary reset or broken pipe: nothing more can be written to that
+    ///   socket, but every byte it sent first is still delivered, and then the
+    ///   reset passes on to the other peer;
+    /// - `TCP_CLOSE` with no error: an orderly end (both FINs exchanged, seen by
+    ///   the sweep before the event). Never a reason to drop a byte: read what
+    ///   is left, and the FIN arrives as end-of-file.
+    /// - a transient error (no memory or buffers): try again shortly.
+    func kernelReports(_ side: Side, error: Errno?) {
+        guard phase == .relaying else { return }
+        if let error {
+            if error.isPeerUnreachable { return reapDeadPeer(side) }
+            if error.isTransient { return stallBriefly() }
+            recordFault(side, error)
+        }
+        pump(readClient: true, readUpstream: true)
+    }
+
+    /// The socket on `side` failed: what waits for it is dropped (it can never be
+    /// delivered), and the flow from it ends with a reset once its bytes are out.
+    private func recordFault(_ side: Side, _ error: Errno) {
+        if side == .client { clientFault = clientFault ?? error } else { upstreamFault = upstreamFault ?? error }
+        let pool = owner.pipes
+        if isEcho {
+            inbound.abandon(pool)
+        } else if side == .client {
+            outbound.abandon(pool)
+            inbound.resetAtEnd = true
+        } else {
+            inbound.abandon(pool)
+            outbound.resetAtEnd = true
+        }
+    }
+
+    /// The kernel gave up on a peer. With data toward the client in flight the
+    /// user timeout (or retransmission limit) did; with nothing in flight, the
+    /// keepalive probes. The evidence is what earlier sweeps saw too: a socket
+    /// the kernel has just killed reports little.
+    private func reapDeadPeer(_ side: Side) {
+        guard side == .client else { return end(.reaped(.upstreamDead)) }
+        var evidence = watch.evidence
+        if bytesWaitingForClient { evidence.sawDataInFlight = true }
+        end(.reaped(ReapPolicy.clientDeathReason(evidence: evidence)))
+    }
+
+    /// No memory or buffers for this operation: stop watching both sockets for a
+    /// moment instead of retrying at once from a level-triggered event.
+    private func stallBriefly() {
+        guard retryTimer == nil else { return }
+        retryTimer = owner.loop.schedule(after: .milliseconds(50)) { [weak self] in
+            guard let self, self.phase == .relaying else { return }
+            self.retryTimer = nil
+            self.pump(readClient: true, readUpstream: true)
+        }
+        updateInterest()
+    }
+
+    /// One side failed during a pump: which, and whether reading it or writing it.
+    private struct SideFailure: Error {
+        let side: Side
+        let reading: Bool
+        let errno: Errno
+    }
+
+    /// Moves bytes both ways as far as they go, then settles the state. A side
+    /// that fails goes through the same decision as an error event; the flows
+    /// that can still move then move (each side fails at most once, so this
+    /// ends after a few rounds).
     private func pump(readClient: Bool, readUpstream: Bool) {
-        guard let clientFD = client?.raw else { return }
         let readClient = readClient && !draining
         let readUpstream = readUpstream && !draining
+        var delivered = 0
+        for _ in 0..<4 {
+            guard phase == .relaying, retryTimer == nil, let clientFD = client?.raw else { break }
+            do {
+                delivered += try pumpFlows(clientFD, readClient: readClient, readUpstream: readUpstream)
+                break
+            } catch {
+                let failure = error
+                if failure.errno.isPeerUnreachable { return reapDeadPeer(failure.side) }
+                if failure.errno.isTransient {
+                    stallBriefly()
+                    break
+                }
+                recordFault(failure.side, failure.errno)
+                // Linux returns every queued byte before a read fails.
+                if failure.reading {
+                    if failure.side == .upstream && !isEcho {
+                        outbound.endSource(reset: true)
+                    } else {
+                        inbound.endSource(reset: true)
+                    }
+                }
+            }
+        }
+        if delivered > 0 { lastActivity = owner.loop.now }
+        if phase == .relaying { settle() }
+    }
+
+    private func pumpFlows(_ clientFD: Int32, readClient: Bool, readUpstream: Bool) throws(SideFailure) -> Int {
         let pool = owner.pipes
         var delivered = 0
-        if isEcho {
+        guard !isEcho else {
             do {
-                delivered += try inbound.pump(
+                return try inbound.pump(
                     from: clientFD, to: clientFD, pool: pool, readSource: readClient, lastDirection: true)
             } catch {
-                return failed(.client, error.systemError.errno)
+                throw SideFailure(side: .client, reading: error.isSource, errno: error.systemError.errno)
             }
-        } else if let upstreamFD = upstream?.raw {
+        }
+        guard let upstreamFD = upstream?.raw else { return 0 }
+        if !inbound.isDone {
             do {
                 delivered += try inbound.pump(
                     from: clientFD, to: upstreamFD, pool: pool, readSource: readClient, lastDirection: outbound.isDone)
             } catch {
-                return failed(error.isSource ? .client : .upstream, error.systemError.errno)
+                throw SideFailure(
+                    side: error.isSource ? .client : .upstream, reading: error.isSource, errno: error.systemError.errno)
             }
+        }
+        if !outbound.isDone {
             do {
                 delivered += try outbound.pump(
                     from: upstreamFD, to: clientFD, pool: pool, readSource: readUpstream, lastDirection: inbound.isDone)
             } catch {
-                return failed(error.isSource ? .upstream : .client, error.systemError.errno)
+                throw SideFailure(
+                    side: error.isSource ? .upstream : .client, reading: error.isSource, errno: error.systemError.errno)
             }
         }
-        if delivered > 0 { lastActivity = owner.loop.now }
-        settle()
+        return delivered
     }
 
-    /// After bytes moved: finish when both directions are done, note a half-close,
-    /// and recompute what each socket waits for.
+    /// After bytes moved: finish when both directions are done (a reset passes on
+    /// as a reset, after the bytes that came before it), note a half-close, and
+    /// recompute what each socket waits for.
     private func settle() {
         let done = isEcho ? inbound.isDone : (inbound.isDone && outbound.isDone)
         if done {
+            if hasFault {
+                endsWithReset = true
+                if let fd = client?.raw { Sockets.abortOnClose(fd) }
+                if let fd = upstream?.raw { Sockets.abortOnClose(fd) }
+            }
             end(.closed)
             return
         }
@@ -241,33 +363,48 @@ final class Connection: EventHandler {
         updateInterest()
     }
 
-    /// The one place that decides what each socket waits for (STYLE 17): read
-    /// while there is room to put bytes, write while bytes wait.
+    // MARK: What each socket waits for
+
+    private func descriptor(_ side: Side) -> Int32? { side == .client ? client?.raw : upstream?.raw }
+
+    /// The one place that decides what each socket waits for (STYLE 17), derived
+    /// from the flows alone: read while there is room to put bytes, write while
+    /// bytes wait for it.
     private func updateInterest() {
+        guard phase == .relaying else { return }
         let pool = owner.pipes
+        let stalled = retryTimer != nil
         var wanted: EpollEvents = []
-        if inbound.wantsRead(pool) && !draining { wanted.formUnion([.readable, .readHangup]) }
+        if !stalled && !draining && inbound.wantsRead(pool) { wanted.formUnion([.readable, .readHangup]) }
         if isEcho {
-            if inbound.wantsWrite { wanted.insert(.writable) }
-            setInterest(wanted, side: .client, finished: inbound.sourceClosed && inbound.isDone)
-            return
+            if !stalled && inbound.wantsWrite { wanted.insert(.writable) }
+            return setInterest(wanted, side: .client)
         }
-        if outbound.wantsWrite { wanted.insert(.writable) }
-        setInterest(wanted, side: .client, finished: inbound.sourceClosed && outbound.isDone)
+        if !stalled && outbound.wantsWrite { wanted.insert(.writable) }
+        setInterest(wanted, side: .client)
         wanted = []
-        if outbound.wantsRead(pool) && !draining { wanted.formUnion([.readable, .readHangup]) }
-        if inbound.wantsWrite { wanted.insert(.writable) }
-        setInterest(wanted, side: .upstream, finished: outbound.sourceClosed && inbound.isDone)
+        if !stalled && !draining && outbound.wantsRead(pool) { wanted.formUnion([.readable, .readHangup]) }
+        if !stalled && inbound.wantsWrite { wanted.insert(.writable) }
+        setInterest(wanted, side: .upstream)
     }
 
-    /// A socket that has sent FIN and received FIN reports EPOLLHUP forever,
-    /// whatever the interest: it leaves the epoll set (and stays open until the
-    /// connection ends).
-    private func setInterest(_ wanted: EpollEvents, side: Side, finished: Bool) {
-        guard let registration = side == .client ? clientRegistration : upstreamRegistration else {
-            // Not in the epoll set yet: join it with the interest it needs.
-            let retired = side == .client ? clientRetired : upstreamRetired
-            guard !finished, !retired, let fd = side == .client ? client?.raw : upstream?.raw else { return }
+    /// Puts a socket in the epoll set with `wanted`, or takes it out when it
+    /// waits for nothing. Out, not just masked: EPOLLHUP and EPOLLERR are
+    /// reported whatever the interest, and a socket that has sent and received
+    /// FIN reports EPOLLHUP on every wait, even while bytes still sit unread
+    /// before its FIN because the flow they go to is full. Left in the set it
+    /// would wake the loop for nothing, forever (socket-proxyd disables such
+    /// event sources the same way). It comes back when the other side drains.
+    private func setInterest(_ wanted: EpollEvents, side: Side) {
+        let registration = side == .client ? clientRegistration : upstreamRegistration
+        if wanted.isEmpty {
+            guard let registration else { return }
+            owner.loop.deregister(registration)
+            if side == .client { clientRegistration = nil } else { upstreamRegistration = nil }
+            return
+        }
+        guard let registration else {
+            guard let fd = descriptor(side) else { return }
             guard let registration = try? owner.loop.register(fd, interest: wanted, handler: self) else {
                 // Only memory can refuse an epoll_ctl ADD of a socket we own.
                 return end(.closed)
@@ -281,39 +418,37 @@ final class Connection: EventHandler {
             }
             return
         }
-        if finished {
-            owner.loop.deregister(registration)
-            if side == .client {
-                clientRegistration = nil
-                clientRetired = true
-            } else {
-                upstreamRegistration = nil
-                upstreamRetired = true
-            }
-            return
-        }
         let current = side == .client ? clientInterest : upstreamInterest
         guard wanted != current else { return }
         owner.loop.modify(registration, interest: wanted)
         if side == .client { clientInterest = wanted } else { upstreamInterest = wanted }
     }
 
-    /// A side failed with `error`. The kernel giving up on a peer is a reap; a
-    /// reset or broken pipe is an ordinary close, passed on as a reset.
-    private func failed(_ side: Side, _ error: Errno?) {
-        let peerGone = error == .timedOut || error == .hostUnreachable || error == .networkUnreachable
-        if peerGone {
-            if side == .client {
-                var evidence = self.evidence
-                if bytesWaitingForClient { evidence.sawDataInFlight = true }
-                end(.reaped(ReapPolicy.clientDeathReason(error, evidence: evidence)))
-            } else {
-                end(.reaped(.upstreamDead))
-            }
-            return
+    // MARK: What the sweep asks
+
+    /// The sweep's look at one socket: its TCP_INFO and, when the kernel has
+    /// closed it, what SO_ERROR says, which this connection acts on at once
+    /// (reading SO_ERROR clears it, so no event will tell it again). nil for a
+    /// side with no TCP socket.
+    func inspect(_ side: Side) -> TCPInfo? {
+        guard phase == .relaying, let fd = descriptor(side), let info = try? TCPInfo.read(fd) else { return nil }
+        if info.isClosed { kernelReports(side, error: Sockets.pendingError(fd)) }
+        return info
+    }
+
+    /// A side failed and the connection is delivering what it still can.
+    var hasFault: Bool { clientFault != nil || upstreamFault != nil }
+
+    /// Changes whenever a byte moves or a flow changes state: a wake-up that
+    /// leaves it as it was did nothing.
+    private var progressMark: UInt64 {
+        var mark = inbound.bytes &+ UInt64(inbound.pending) &+ (outbound.bytes &+ UInt64(outbound.pending)) &<< 1
+        for (index, flag) in [
+            inbound.sourceClosed, inbound.finished, outbound.sourceClosed, outbound.finished, hasFault,
+        ].enumerated() where flag {
+            mark &+= 1 &<< UInt64(58 + index)
         }
-        if let fd = side == .client ? upstream?.raw : client?.raw { Sockets.abortOnClose(fd) }
-        end(.closed)
+        return mark
     }
 
     /// Reaps now, for `reason` (the reaper and `reaperctl reap` call this).
@@ -325,8 +460,7 @@ final class Connection: EventHandler {
     /// Applies a listener's new keepalive settings to live sockets (reload).
     func applySettings(_ settings: ConnectionSettings) {
         // New keepalive timing: the next sweep reads both sockets afresh.
-        nextClientCheck = Instant(nanoseconds: 0)
-        nextUpstreamCheck = Instant(nanoseconds: 0)
+        watch.recheckNow()
         if let fd = client?.raw { try? SocketOptions.applyKeepalive(fd, settings) }
         guard upstreamIsTCP, let fd = upstream?.raw else { return }
         if settings.upstreamKeepalive {
@@ -342,6 +476,8 @@ final class Connection: EventHandler {
         phase = .ended
         connectTimer?.cancel()
         connectTimer = nil
+        retryTimer?.cancel()
+        retryTimer = nil
         // Closing takes a socket out of the epoll set, unless systemd's store (or
         // its queue) holds a copy of it: then it must be removed explicitly.
         for registration in [clientRegistration, upstreamRegistration].compactMap({ $0 }) {

@@ -28,9 +28,14 @@ struct Flow {
     var store: Store = .empty
     /// Bytes read from the source and not yet written to the destination.
     var pending = 0
-    /// The source sent FIN (read returned 0).
+    /// The source sent FIN (read returned 0), or can send nothing more.
     var sourceClosed = false
-    /// We passed the FIN on: shutdown(SHUT_WR) on the destination.
+    /// The source ended with a reset, not a FIN: once its bytes are delivered
+    /// the connection resets the destination too, so the far peer learns the
+    /// stream broke instead of reading a clean, short end.
+    var resetAtEnd = false
+    /// Nothing more moves this way: the FIN was passed on (shutdown(SHUT_WR) on
+    /// the destination), or the source's reset is to be, or the destination is gone.
     var finished = false
     /// splice is not supported between these sockets: copy instead.
     var copyOnly = false
@@ -99,7 +104,7 @@ struct Flow {
         releaseIfEmpty(pool)
         if sourceClosed && pending == 0 && !finished {
             finished = true
-            if lastDirection { return delivered }
+            if lastDirection || resetAtEnd { return delivered }
             do {
                 try Sockets.shutdownWrite(destination)
             } catch {
@@ -216,6 +221,23 @@ struct Flow {
         guard pending == 0 else { return }
         if case .pipe(let pipe) = store { pool.give(pipe, empty: true) }
         store = .empty
+    }
+
+    /// The source can send nothing more: a read failed after returning every
+    /// byte queued before the failure (Linux returns queued data before the error).
+    mutating func endSource(reset: Bool) {
+        sourceClosed = true
+        if reset { resetAtEnd = true }
+    }
+
+    /// The destination is gone (reset, broken pipe): what waits for it can never
+    /// be delivered, so it is dropped and nothing more is read for it.
+    mutating func abandon(_ pool: PipePool) {
+        release(pool)
+        pending = 0
+        readPaused = false
+        sourceClosed = true
+        finished = true
     }
 
     /// At connection end: a pipe still holding bytes is closed, not reused.

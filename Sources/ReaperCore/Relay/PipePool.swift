@@ -22,13 +22,20 @@ final class PipePool {
     private(set) var created = 0
     private(set) var inUse = 0
 
-    init(pipeCapacity: Int = 256 * 1024, keepIdle: Int = 64) {
+    /// Pipes lent out at most at once; past it flows copy through a buffer.
+    /// Each pipe costs two descriptors; 0 turns splicing off.
+    private let maxInUse: Int
+
+    init(pipeCapacity: Int = 256 * 1024, keepIdle: Int = 64, maxInUse: Int = .max) {
         self.pipeCapacity = pipeCapacity
         self.keepIdle = keepIdle
+        self.maxInUse = maxInUse
     }
 
-    /// An empty pipe; nil when the kernel will not make one (descriptors exhausted).
+    /// An empty pipe; nil when the kernel will not make one (descriptors
+    /// exhausted) or `maxInUse` are lent out.
     func take() -> RelayPipe? {
+        guard inUse < maxInUse else { return nil }
         if let pipe = idle.popLast() {
             inUse += 1
             return pipe

@@ -51,6 +51,17 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The kernel gave up on the peer: keepalive probes or retransmissions went
+    /// unanswered past their limit (`ETIMEDOUT`), or the route to it is gone.
+    /// A subset of `isDisconnect`: these end a connection as a reap, the rest
+    /// of the disconnects (a reset, a broken pipe) as an ordinary close.
+    public var isPeerUnreachable: Bool {
+        switch code {
+        case ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN, ENETDOWN, ENONET: true
+        default: false
+        }
+    }
+
     /// Try again later; nothing is wrong with the descriptor (ERRNO_IS_TRANSIENT).
     public var isTransient: Bool {
         code == EAGAIN || code == EINTR || code == ENOBUFS || code == ENOMEM
