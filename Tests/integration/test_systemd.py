@@ -118,6 +118,35 @@ def test_watchdog_pings_from_the_loop(daemon_factory, tmp_path):
     notify.close()
 
 
+def test_watchdog_usec_too_small_to_halve_does_not_stall_the_loop(daemon_factory, tmp_path):
+    """WATCHDOG_USEC=1 halves to a 0 µs ping interval: a timer due again the moment
+    it fired, so the loop never reached epoll_wait. The interval has a floor now."""
+    notify = NotifySocket(tmp_path / "notify.sock")
+    d = daemon_factory([listener_section("e", "127.0.0.1:0", mode="echo")])
+    env = dict(os.environ, NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="1")
+    env.pop("WATCHDOG_PID", None)
+    d.stderr = open(d.stderr_path, "ab")
+    # sd_watchdog_enabled honours the variables only when WATCHDOG_PID is our pid.
+    d.proc = subprocess.Popen(
+        ["/bin/sh", "-c", 'WATCHDOG_PID=$$ exec "$0" --config "$1"', str(REAPERD), str(d.config)],
+        stdin=subprocess.DEVNULL, stdout=d.stderr, stderr=d.stderr, env=env)
+    d.stderr.close()
+    notify.wait("READY", "1")
+    notify.wait("WATCHDOG", "1", timeout=5)
+    started = time.monotonic()
+    assert d.ctl("status", timeout=5).returncode == 0, d.log()
+    with socket.create_connection(d.address("e"), timeout=2) as s:
+        assert round_trip(s, timeout=2)
+    assert time.monotonic() - started < 3.0
+    # At most one ping per millisecond (the floor), however fast the reader is.
+    before = len(notify.having("WATCHDOG", "1"))
+    time.sleep(1.0)
+    assert len(notify.having("WATCHDOG", "1")) - before <= 1100
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(10) == 0
+    notify.close()
+
+
 def test_startup_failure_sends_errno(daemon_factory, tmp_path):
     notify = NotifySocket(tmp_path / "notify.sock")
     with socket.socket() as taken:

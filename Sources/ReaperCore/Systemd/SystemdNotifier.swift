@@ -10,10 +10,22 @@ public final class SystemdNotifier: ServiceNotifier {
         // sd_watchdog_enabled checks WATCHDOG_PID against our pid, so a child
         // process that inherited the variables does not ping for us.
         if sd_watchdog_enabled(0, &microseconds) > 0 && microseconds > 0 {
-            watchdogPingInterval = .microseconds(Int64(microseconds / 2))
+            watchdogPingInterval = Self.pingInterval(watchdogMicroseconds: microseconds)
         } else {
             watchdogPingInterval = nil
         }
+    }
+
+    /// The shortest ping interval. The loop waits in whole milliseconds
+    /// (epoll_wait), so a shorter one cannot be kept anyway, and a timer that is
+    /// due again as soon as it has fired would keep the loop from ever reaching
+    /// epoll_wait. 1000 datagrams a second is still cheap for both sides.
+    public static let minimumPingInterval = Duration.milliseconds(1)
+
+    /// Half of WATCHDOG_USEC (sd_watchdog_enabled(3) advises pinging at half the
+    /// timeout), never below `minimumPingInterval`: WATCHDOG_USEC=1 gives 0 µs.
+    public static func pingInterval(watchdogMicroseconds: UInt64) -> Duration {
+        max(.microseconds(Int64(clamping: watchdogMicroseconds / 2)), minimumPingInterval)
     }
 
     public func send(_ assignments: String) {
