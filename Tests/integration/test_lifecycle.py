@@ -1,7 +1,9 @@
 """Reload, restart after kill -9, SIGTERM drain, connection limits."""
+import os
 import resource
 import signal
 import socket
+import subprocess
 import time
 import warnings
 
@@ -220,6 +222,30 @@ def test_invalid_reload_changes_nothing(daemon_factory, echo_upstream):
             assert round_trip(b, b"b\n")
         finally:
             b.close()
+    finally:
+        s.close()
+
+
+def test_reload_of_a_fifo_is_refused_without_blocking_the_loop(daemon_factory):
+    """The configuration path replaced by a FIFO: opening it would block the event
+    loop until a writer appeared. The reload is refused at once instead."""
+    d = daemon_factory([listener_section("e", "127.0.0.1:0", "echo")]).start()
+    s = connect(d.address("e"))
+    try:
+        assert round_trip(s, b"before\n")
+        d.config.unlink()
+        os.mkfifo(d.config)
+        started = time.monotonic()
+        try:
+            result = d.ctl("reload", timeout=10)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("reaperctl reload blocked: the daemon is stuck opening the FIFO")
+        assert time.monotonic() - started < 5.0
+        assert result.returncode != 0
+        assert f"{d.config}: not a regular file" in result.stderr, result.stderr
+        assert d.proc.poll() is None
+        assert round_trip(s, b"after\n")
+        assert [l["name"] for l in d.status()["listeners"]] == ["e"]
     finally:
         s.close()
 
