@@ -361,6 +361,36 @@ def test_sigterm_without_connections_exits_promptly(daemon_factory):
     assert elapsed < 1.0, f"exited {elapsed:.2f}s after SIGTERM with nothing to drain"
 
 
+def test_clean_stop_removes_the_control_socket_it_made(daemon_factory, tmp_path):
+    d = daemon_factory([listener_section("e", "127.0.0.1:0", "echo")]).start()
+    assert os.path.exists(d.control)
+    assert d.stop() == 0
+    assert not os.path.exists(d.control), "the control socket was left behind after SIGTERM"
+
+    # A socket someone else has put at the path since is not ours to remove.
+    d2 = daemon_factory([listener_section("e", "127.0.0.1:0", "echo")]).start()
+    os.rename(d2.control, d2.control + ".moved")
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        other.bind(d2.control)
+        assert d2.stop() == 0
+        assert os.path.exists(d2.control), "reaperd removed a control socket that was not its own"
+    finally:
+        other.close()
+
+    # A start that fails after the control socket was made removes it too.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        d3 = daemon_factory([listener_section("e", "127.0.0.1:0", "echo")],
+                            daemon_keys={"metrics": f"127.0.0.1:{port}"})
+        d3.start(wait=False)
+        assert d3.proc.wait(10) != 0
+    assert "metrics" in d3.log(), d3.log()
+    assert not os.path.exists(d3.control), "a failed start left its control socket behind"
+
+
 def test_sigint_stops_too(daemon_factory):
     d = daemon_factory([listener_section("e", "127.0.0.1:0", "echo")]).start()
     d.signal(signal.SIGINT)

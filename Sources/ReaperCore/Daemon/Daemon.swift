@@ -97,6 +97,7 @@ public final class Daemon: ConnectionOwner {
             do {
                 metrics = try MetricsServer(endpoint: address, daemon: self)
             } catch {
+                closeServices()
                 throw StartError(message: "metrics \(address): \(error.failure)", errno: error.failure.errno.code)
             }
         }

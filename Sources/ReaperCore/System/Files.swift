@@ -77,6 +77,19 @@ public enum Files {
         return lstat(path, &status) == 0
     }
 
+    /// Which file a path names: device and inode, as lstat(2) reports them.
+    public struct Identity: Hashable, Sendable {
+        public let device: UInt64
+        public let inode: UInt64
+    }
+
+    /// The file at `path` itself (a symlink is not followed); nil when there is none.
+    public static func identity(_ path: String) -> Identity? {
+        var status = stat()
+        guard lstat(path, &status) == 0 else { return nil }
+        return Identity(device: UInt64(status.st_dev), inode: UInt64(status.st_ino))
+    }
+
     /// True when the path is a socket (and not a symlink to one).
     public static func isSocket(_ path: String) -> Bool {
         var status = stat()
