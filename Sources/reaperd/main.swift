@@ -8,9 +8,7 @@ func loadConfiguration(_ commandLine: DaemonCommandLine) throws(ConfigError) -> 
     if Files.exists(ConfigFile.defaultPath) {
         return (try ConfigFile.load(path: ConfigFile.defaultPath), ConfigFile.defaultPath)
     }
-    var configuration = Configuration.embeddedDefault
-    configuration.daemon.controlSocket = ControlSocketPath.forEmbeddedDefault()
-    return (configuration, nil)
+    return (Configuration.embeddedDefault, nil)
 }
 
 func makeLogger(_ daemon: DaemonSettings) -> Logger {
@@ -48,7 +46,7 @@ case .checkConfig, .run:
 }
 
 let notifier: any ServiceNotifier = SystemdNotifier.isSupervised ? SystemdNotifier() : SilentNotifier()
-let configuration: Configuration
+var configuration: Configuration
 let configPath: String?
 do {
     (configuration, configPath) = try loadConfiguration(commandLine)
@@ -57,6 +55,16 @@ do {
     Files.writeAll(2, Array((lines.joined(separator: "\n") + "\n").utf8))
     notifier.failed(errno: 22, status: "configuration refused: \(lines.first ?? "")")
     exit(ExitCode.config)
+}
+if configPath == nil {
+    // The embedded default names no control socket path: find a safe one.
+    do {
+        configuration.daemon.controlSocket = try ControlSocketPath.forEmbeddedDefault()
+    } catch {
+        Files.writeAll(2, Array("reaperd: \(error)\n".utf8))
+        notifier.failed(errno: EPERM, status: "start-up failed: \(error)")
+        exit(ExitCode.failure)
+    }
 }
 
 if commandLine.action == .checkConfig {

@@ -22,13 +22,16 @@ import signal
 import socket
 import stat
 import struct
+import subprocess
 import tempfile
 import threading
 import time
 
 import pytest
 
-from conftest import REAPERD, Upstream, connect, echo_handler, free_port, listener_section, round_trip, wait_for
+from conftest import (
+    REAPERCTL, REAPERD, Upstream, connect, echo_handler, free_port, listener_section, round_trip, wait_for,
+)
 from helpers_core import (
     MiB, ProcessSockets, close_all, keepalive_options, pattern, raise_nofile, read_until_closed, recv_hash,
     send_in_thread, sha256, wait_counter, wait_open,
@@ -822,3 +825,89 @@ def test_control_socket_only_owner_and_group(daemon_factory):
             os.rmdir(directory)
         except OSError:
             pass
+
+
+# ================================================================ control socket squatting (SPEC §4)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown a socket to another user")
+def test_reaperctl_refuses_a_control_socket_another_user_could_have_made(daemon_factory):
+    """A socket (or its directory) of another user may be an impostor: reaperctl
+    refuses it, with --socket and when it finds it at the default fallback."""
+    d = daemon_factory([listener_section("e", "127.0.0.1:0", "echo")]).start()
+    os.chown(d.control, 65534, 65534)
+    refused = d.ctl("status")
+    assert refused.returncode == 77, (refused.returncode, refused.stderr)
+    assert "owned by uid 65534" in refused.stderr, refused.stderr
+    os.chown(d.control, 0, 0)
+    assert d.ctl("status").returncode == 0
+
+    if os.path.exists("/run/reaperd/control.sock"):
+        return  # the default search would stop at the standard path
+    base = tempfile.mkdtemp(prefix="reaperd-squat-")
+    os.chmod(base, 0o1777)  # as /tmp
+    squatted = os.path.join(base, "reaperd-0")
+    impostor = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        os.mkdir(squatted, 0o700)
+        impostor.bind(os.path.join(squatted, "control.sock"))
+        impostor.listen()
+        os.chown(squatted, 65534, 65534)
+        env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+        env["TMPDIR"] = base
+        result = subprocess.run([str(REAPERCTL), "status"], capture_output=True, text=True, timeout=10, env=env)
+        assert result.returncode == 77, (result.returncode, result.stderr)
+        assert f"its directory {squatted} is owned by uid 65534" in result.stderr, result.stderr
+    finally:
+        impostor.close()
+        subprocess.run(["rm", "-rf", base], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run reaperd as another user")
+@pytest.mark.skipif(os.path.exists("/etc/reaperd/reaperd.conf"), reason="the embedded default is not in use here")
+def test_embedded_default_refuses_a_squatted_private_directory():
+    """Without /run/reaperd and $XDG_RUNTIME_DIR the control socket goes in
+    $TMPDIR/reaperd-UID, which must be our own 0700 directory. reaperd runs as
+    nobody here: as root /run/reaperd is writable and the fallback never used."""
+    base = tempfile.mkdtemp(prefix="reaperd-squat-")
+    os.chmod(base, 0o1777)
+    private = os.path.join(base, "reaperd-65534")
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "NOTIFY_SOCKET")}
+    env["TMPDIR"] = base
+
+    def as_nobody(*args):
+        return subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", str(REAPERD), *args],
+            capture_output=True, text=True, timeout=10, env=env, stdin=subprocess.DEVNULL)
+
+    try:
+        # Made first by another user (uid 65533), as a squatter would.
+        os.mkdir(private, 0o700)
+        os.chown(private, 65533, 65533)
+        for args in (["--check-config"], []):
+            result = as_nobody(*args)
+            assert result.returncode == 1, (args, result.returncode, result.stderr)
+            assert f"control socket directory {private} is owned by uid 65533, not 65534" in result.stderr, \
+                result.stderr
+        # Ours, but open to others.
+        os.chown(private, 65534, 65534)
+        os.chmod(private, 0o755)
+        result = as_nobody("--check-config")
+        assert result.returncode == 1 and "has mode 0755, not 0700" in result.stderr, result.stderr
+        # A symlink to a directory of ours is not the directory itself.
+        os.rmdir(private)
+        target = os.path.join(base, "elsewhere")
+        os.mkdir(target, 0o700)
+        os.chown(target, 65534, 65534)
+        os.symlink(target, private)
+        result = as_nobody("--check-config")
+        assert result.returncode == 1 and "is a symlink" in result.stderr, result.stderr
+        # Absent: made, mode 0700, owned by nobody, and used.
+        os.unlink(private)
+        result = as_nobody("--check-config")
+        assert result.returncode == 0, result.stderr
+        assert f"control_socket = {private}/control.sock" in result.stdout, result.stdout
+        info = os.lstat(private)
+        assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == 65534
+    finally:
+        subprocess.run(["rm", "-rf", base], check=False)
