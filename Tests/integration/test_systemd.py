@@ -165,16 +165,11 @@ def test_startup_failure_sends_errno(daemon_factory, tmp_path):
     notify.close()
 
 
-def activated_daemon(daemon_factory, tmp_path, names, listeners):
-    """Starts reaperd with listening sockets at fd 3.. and LISTEN_FDS/LISTEN_FDNAMES,
-    as systemd does for a socket unit."""
-    sockets = []
-    for _ in names:
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", 0))
-        s.listen(64)
-        sockets.append(s)
+def activated_daemon(daemon_factory, tmp_path, names, listeners, sockets=None, env=None):
+    """Starts reaperd with listening sockets (or the given `sockets`) at fd 3.. and
+    LISTEN_FDS/LISTEN_FDNAMES, as systemd does for a socket unit."""
+    if sockets is None:
+        sockets = [listening_socket() for _ in names]
     d = daemon_factory(listeners)
     fds = [s.fileno() for s in sockets]
 
@@ -184,16 +179,96 @@ def activated_daemon(daemon_factory, tmp_path, names, listeners):
         for index, fd in enumerate(staged):
             os.dup2(fd, 3 + index)
 
-    env = dict(os.environ)
-    env.update({"LISTEN_FDS": str(len(fds)), "LISTEN_FDNAMES": ":".join(names)})
-    env.pop("NOTIFY_SOCKET", None)
+    environment = dict(os.environ)
+    environment.pop("NOTIFY_SOCKET", None)
+    environment.update({"LISTEN_FDS": str(len(fds)), "LISTEN_FDNAMES": ":".join(names)})
+    environment.update(env or {})
     d.stderr = open(d.stderr_path, "ab")
     d.proc = subprocess.Popen(
         ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" --config "$1"', str(REAPERD), str(d.config)],
-        stdin=subprocess.DEVNULL, stdout=d.stderr, stderr=d.stderr, env=env, preexec_fn=place_fds,
+        stdin=subprocess.DEVNULL, stdout=d.stderr, stderr=d.stderr, env=environment, preexec_fn=place_fds,
         close_fds=False)
     d.stderr.close()
     return d, sockets
+
+
+def listening_socket():
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    s.listen(64)
+    return s
+
+
+def accepted_socket():
+    """A connected TCP socket, as a socket unit with Accept=yes passes; returns
+    (it, its peer, the listener it came from)."""
+    listener = listening_socket()
+    peer = socket.create_connection(listener.getsockname(), timeout=5)
+    conn, _ = listener.accept()
+    return conn, peer, listener
+
+
+def test_socket_activation_refuses_sockets_that_are_not_listening_streams(daemon_factory, tmp_path):
+    """ListenDatagram= passes a datagram socket and Accept=yes a connected one:
+    accept4 fails with EINVAL on both. Refused at start, exit 78, ERRNO= sent."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    conn, peer, origin = accepted_socket()
+    good = listening_socket()
+    cases = [
+        (["pg"], [udp], "FileDescriptorName=pg is not a listening stream socket (datagram)"),
+        (["pg"], [conn], "FileDescriptorName=pg is not a listening stream socket (a stream socket that is not "
+                         "listening"),
+        # A healthy listener beside a bad one does not make the bad one acceptable.
+        (["good", "pg"], [good, udp], "FileDescriptorName=pg is not a listening stream socket"),
+        # Nor does a reaperd name: a stored listener must listen too.
+        (["l@pg@127.0.0.1_6432"], [udp], "socket l@pg@127.0.0.1_6432 from the file descriptor store is not a "
+                                         "listening stream socket (datagram)"),
+    ]
+    try:
+        for index, (names, sockets, message) in enumerate(cases):
+            notify = NotifySocket(tmp_path / f"notify{index}.sock")
+            listeners = [listener_section(name, None, mode="echo") for name in names if "@" not in name]
+            if not listeners:
+                listeners = [listener_section("pg", "127.0.0.1:0", mode="echo")]
+            d, _ = activated_daemon(daemon_factory, tmp_path, names, listeners, sockets=sockets,
+                                    env={"NOTIFY_SOCKET": notify.path})
+            try:
+                assert d.proc.wait(10) == 78, d.log()
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"reaperd kept running with {names}: {d.log()}")
+            assert message in d.log(), d.log()
+            _, failed = notify.wait("ERRNO")[0]
+            assert failed["ERRNO"] == "22" and message in failed.get("STATUS", ""), failed
+            assert not notify.having("READY")
+            notify.close()
+    finally:
+        for s in (udp, conn, peer, origin, good):
+            s.close()
+
+
+def test_stored_connection_socket_of_the_wrong_kind_is_dropped_not_adopted(daemon_factory, tmp_path):
+    """A `c@` descriptor must be a stream socket that is not listening. A connected
+    UDP socket passed the old liveness check (it has a peer) and was adopted."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.1", 0))
+    udp.connect(other.getsockname())
+    try:
+        d, _ = activated_daemon(daemon_factory, tmp_path, ["c@7@e"],
+                                [listener_section("e", "127.0.0.1:0", mode="echo")], sockets=[udp])
+        wait_for(lambda: d.proc.poll() is not None or d.ctl("status").returncode == 0, what="reaperd to start")
+        assert d.proc.poll() is None, d.log()
+        assert "stored connection socket c@7@e is not a stream connection (datagram)" in d.log(), d.log()
+        assert d.status()["connections"] == 0
+        assert d.connections() == []
+        with socket.create_connection(d.address("e"), timeout=2) as s:
+            assert round_trip(s)
+    finally:
+        udp.close()
+        other.close()
 
 
 def test_socket_activation_serves_the_named_listener(daemon_factory, tmp_path):

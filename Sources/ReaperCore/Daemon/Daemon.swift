@@ -56,10 +56,11 @@ public final class Daemon: ConnectionOwner {
         self.notifier = notifier
         self.store = store
         var fromUnit: [ActivatedSocket] = []
+        var connectionSides: [ActivatedSocket] = []
         for socket in activated {
             switch StoredName(parsing: socket.name) {
             case .listener: storedListeners.append(socket)
-            case .client, .upstream: storedConnections.append(socket)
+            case .client, .upstream: connectionSides.append(socket)
             case nil: fromUnit.append(socket)
             }
         }
@@ -67,6 +68,8 @@ public final class Daemon: ConnectionOwner {
         store?.adopted(activated.count - fromUnit.count)
         loop = try EventLoop()
         store?.attach(to: loop)
+        // Listeners of the wrong kind are refused by start(); connection sides are dropped here.
+        storedConnections = connectionSides.filter { admitStoredConnectionSide($0) }
     }
 
     var maxConnections: Int { configuration.daemon.maxConnections }
@@ -74,6 +77,7 @@ public final class Daemon: ConnectionOwner {
     /// Binds every listener, the control socket and the metrics port, then tells
     /// systemd READY=1. Any failure here is fatal and names what failed.
     public func start() throws(StartError) {
+        try refuseWrongKindListeners()
         let signalHandler: SignalHandler
         do {
             signalHandler = try SignalHandler(daemon: self)

@@ -31,6 +31,7 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
     public static let accessDenied = Errno(EACCES)
     public static let notSupported = Errno(EOPNOTSUPP)
     public static let connectionAborted = Errno(ECONNABORTED)
+    public static let notASocket = Errno(ENOTSOCK)
 
     /// The kernel's text for this error, e.g. "Connection timed out".
     public var description: String {
