@@ -827,6 +827,53 @@ def test_control_socket_only_owner_and_group(daemon_factory):
             pass
 
 
+# ================================================================ accept failing on one endpoint
+
+
+def test_accept_failing_on_one_endpoint_pauses_only_that_endpoint(daemon_factory):
+    """accept4 failing on one listening socket must not stop the others. Here the
+    socket is shut down from outside, through a duplicate (as any holder of one,
+    systemd's descriptor store included, could): accept4 then fails with EINVAL
+    and epoll reports a hang-up for ever. That endpoint is paused, retried now and
+    then, and its error logged once per 10 s; the other listener keeps serving
+    promptly and nothing spins."""
+    d = daemon_factory([listener_section("broken", "127.0.0.1:0", "echo"),
+                        listener_section("fine", "127.0.0.1:0", "echo")]).start()
+    broken_port = d.address("broken")[1]
+    fine = d.address("fine")
+    with ProcessSockets(d.proc.pid) as ps:
+        _, _, duplicate = ps.listening(broken_port)
+        duplicate.shutdown(socket.SHUT_RDWR)
+    first = wait_for(lambda: log_lines(d, "accept failed"), timeout=5, what="the accept error to be logged")[0]
+    assert "Invalid argument" in first and "broken" in first, first
+    delays = []
+    for i in range(20):
+        started = time.monotonic()
+        s = connect(fine)
+        try:
+            assert round_trip(s, f"still served {i}\n".encode(), timeout=2)
+        finally:
+            s.close()
+        delays.append(time.monotonic() - started)
+    assert max(delays) < 0.2, f"the healthy listener answered slowly while the other failed: {delays}"
+    spent = cpu_over(d, 2.0)
+    assert spent < 0.2, f"reaperd burnt {spent:.2f}s of CPU in 2 s retrying the failed endpoint"
+    assert len(log_lines(d, "accept failed")) == 1, log_lines(d, "accept failed")
+    assert d.listener("fine")["accepted"] == 20
+    # A reload adds a listener that accepts at once; SIGTERM still ends it all promptly.
+    d.write_config([listener_section(name, "127.0.0.1:0", "echo") for name in ("broken", "fine", "added")])
+    assert d.ctl("reload").returncode == 0
+    s = connect(d.address("added"))
+    try:
+        assert round_trip(s, b"added after the failure\n", timeout=2)
+    finally:
+        s.close()
+    started = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - started < 2.0
+    record("accept failing on one endpoint", max_delay_s=round(max(delays), 4), cpu_2s=round(spent, 3))
+
+
 # ================================================================ control socket squatting (SPEC §4)
 
 

@@ -78,7 +78,10 @@ extension Daemon {
         logger.info(
             "reaperd stopping", [("REAPERD_SIGNAL", signal), ("REAPERD_CONNECTIONS", "\(table.count)")], event: .stop)
         for endpoint in endpoints {
+            endpoint.pause?.cancel()
+            endpoint.pause = nil
             if let registration = endpoint.registration { loop.deregister(registration) }
+            endpoint.registration = nil
         }
         endpoints.removeAll()
         sweepTimer?.cancel()

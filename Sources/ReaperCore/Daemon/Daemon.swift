@@ -36,6 +36,7 @@ public final class Daemon: ConnectionOwner {
     var reapsSinceStart: UInt64 = 0
     var lastStatus = ""
     var lastReloadError: String?
+    /// Every endpoint unwatched for a moment: out of descriptors (Daemon+Accept).
     var acceptPaused = false
     var exhaustionWarnedAt: Instant?
     var exhaustionCount = 0
