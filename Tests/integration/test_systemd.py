@@ -3,6 +3,7 @@ with real inherited descriptors (SPEC §7)."""
 import os
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -11,15 +12,21 @@ from conftest import REAPERD, Upstream, echo_handler, free_port, listener_sectio
 
 
 class NotifySocket:
-    """A datagram socket standing in for systemd's notify socket."""
+    """A datagram socket standing in for systemd's notify socket. With
+    `reading=False` nothing is read until `start_reading()`: the kernel queues
+    10 datagrams (net.unix.max_dgram_qlen) and then refuses the sender more."""
 
-    def __init__(self, path):
+    def __init__(self, path, reading=True):
         self.path = str(path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
         self.messages = []  # (monotonic time, {key: value})
         self.lock = threading.Lock()
         self.running = True
+        if reading:
+            self.start_reading()
+
+    def start_reading(self):
         threading.Thread(target=self._loop, daemon=True).start()
 
     def _loop(self):
@@ -92,6 +99,98 @@ def test_ready_status_reload_and_stopping(daemon_factory, tmp_path):
     assert d.proc.wait(15) == 0
     notify.close()
     up.close()
+
+
+def test_a_notify_socket_nobody_reads_never_stalls_the_loop(daemon_factory, tmp_path):
+    """Every notify message goes through one non-blocking, ordered queue. While
+    the service manager reads nothing (its socket queue full after 10 datagrams)
+    the daemon keeps serving and reloading; once it reads, it gets everything,
+    in order, READY=1 first, down to STOPPING=1 sent just before exit."""
+    notify = NotifySocket(tmp_path / "notify.sock", reading=False)
+    d = daemon_factory([listener_section("e", "127.0.0.1:0", mode="echo")],
+                       daemon_keys={"poll_interval": "10ms"},
+                       env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "20000"})
+    d.start()  # answers reaperctl although READY=1 may still be queued
+    reloads = 5
+    delays = []
+    for i in range(reloads):
+        started = time.monotonic()
+        result = d.ctl("reload", timeout=5)
+        assert result.returncode == 0, result.stderr
+        for _ in range(4):
+            with socket.create_connection(d.address("e"), timeout=2) as s:
+                assert round_trip(s, f"reload {i}\n".encode(), timeout=2)
+        delays.append(time.monotonic() - started)
+        time.sleep(0.1)  # watchdog pings and STATUS= changes pile up meanwhile
+    assert max(delays) < 1.0, f"the loop stalled behind a full notify socket: {delays}"
+
+    notify.start_reading()
+    wait_for(lambda: len(notify.having("READY", "1")) == reloads + 1, timeout=5, what="every READY=1")
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(10) == 0, d.log()
+    notify.wait("STOPPING", "1", timeout=5)
+    with notify.lock:
+        messages = [m for _, m in notify.messages]
+    assert messages[0].get("READY") == "1", messages[:3]
+    events = [key for m in messages for key in ("READY", "RELOADING", "STOPPING") if key in m]
+    assert events == ["READY"] + ["RELOADING", "READY"] * reloads + ["STOPPING"], events
+    assert "STOPPING" in messages[-1], messages[-3:]
+    assert notify.having("WATCHDOG", "1"), "no watchdog ping got through"
+    notify.close()
+
+
+def test_descriptor_store_messages_share_the_ordered_notify_queue(daemon_factory, tmp_path):
+    """FDSTORE=1 and FDSTOREREMOVE=1 travel in the same queue as READY=1: in
+    order, each store with its one descriptor, and a store still waiting when its
+    connection closes is withdrawn instead of being followed by a removal."""
+    path = str(tmp_path / "notify.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    d = daemon_factory([listener_section("e", "127.0.0.1:0", mode="echo")],
+                       daemon_keys={"fd_store": "yes"}, env={"NOTIFY_SOCKET": path})
+    d.start()
+    clients = [socket.create_connection(d.address("e"), timeout=2) for _ in range(15)]
+    for i, s in enumerate(clients):
+        assert round_trip(s, f"stored {i}\n".encode(), timeout=2)
+    for s in clients[:3] + clients[-3:]:
+        s.close()
+    wait_for(lambda: d.status()["connections"] == 9, timeout=5, what="6 connections to close")
+
+    received = []  # ({key: value}, descriptors)
+    receiver.settimeout(2)
+    try:
+        while True:
+            data, ancillary, _, _ = receiver.recvmsg(65536, socket.CMSG_SPACE(16 * 4))
+            fds = []
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds += list(struct.unpack(f"{len(payload) // 4}i", payload[:len(payload) // 4 * 4]))
+            for fd in fds:
+                os.close(fd)
+            received.append((dict(line.split("=", 1) for line in data.decode().splitlines()), len(fds)))
+            if received[-1][0].get("READY") == "1":
+                receiver.settimeout(0.5)  # the rest follows quickly
+    except socket.timeout:
+        pass
+    d.stop()
+    receiver.close()
+
+    ready = next(i for i, (m, _) in enumerate(received) if m.get("READY") == "1")
+    listener_stores = [m["FDNAME"] for m, _ in received[:ready] if "FDSTORE" in m]
+    assert len(listener_stores) == 1 and listener_stores[0].startswith("l@e@"), received[:ready]
+    stores = [(i, m["FDNAME"]) for i, (m, n) in enumerate(received) if m.get("FDSTORE") == "1"]
+    assert all(n == 1 for m, n in received if m.get("FDSTORE") == "1"), "a store without its descriptor"
+    assert all(n == 0 for m, n in received if "FDSTORE" not in m)
+    removals = {m["FDNAME"]: i for i, (m, _) in enumerate(received) if m.get("FDSTOREREMOVE") == "1"}
+    stored = {name: i for i, name in stores}
+    for name, index in removals.items():
+        assert name in stored and stored[name] < index, f"{name} removed before (or without) being stored"
+    connection_stores = [name for _, name in stores if name.startswith("c@")]
+    assert len(connection_stores) == len(set(connection_stores)) >= 9, connection_stores
+    closed = len([n for n in connection_stores if n in removals])
+    assert closed + (15 - len(connection_stores)) == 6, (connection_stores, removals)
+    for s in clients:
+        s.close()
 
 
 def test_watchdog_pings_from_the_loop(daemon_factory, tmp_path):

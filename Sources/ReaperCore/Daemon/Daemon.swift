@@ -68,6 +68,7 @@ public final class Daemon: ConnectionOwner {
         self.activated = fromUnit
         store?.adopted(activated.count - fromUnit.count)
         loop = try EventLoop()
+        notifier.attach(to: loop)
         store?.attach(to: loop)
         // Listeners of the wrong kind are refused by start(); connection sides are dropped here.
         storedConnections = connectionSides.filter { admitStoredConnectionSide($0) }
@@ -109,7 +110,6 @@ public final class Daemon: ConnectionOwner {
         releaseUnadoptedListeners()
         recoverStoredConnections()
         scheduleSweep()
-        scheduleWatchdog()
         logger.info(
             "reaperd started",
             [
@@ -117,6 +117,8 @@ public final class Daemon: ConnectionOwner {
                 ("REAPERD_LISTENERS", endpoints.map { "\($0.listener.name)=\($0.address)" }.joined(separator: ",")),
             ], event: .start)
         notifier.ready(status: statusLine())
+        // After READY=1, so the service manager hears READY=1 first.
+        scheduleWatchdog()
     }
 
     var configSourceDescription: String {

@@ -1,11 +1,16 @@
 internal import CSystemd
 
-/// sd_notify(3) through libsystemd. Without NOTIFY_SOCKET every call is a no-op,
-/// which is libsystemd's own behaviour.
+/// The notify protocol (sd_notify(3)) through the one `NotifySender` queue the
+/// descriptor store shares, so READY, STATUS, WATCHDOG and FDSTORE messages
+/// keep their order and none blocks the loop. Only when `$NOTIFY_SOCKET` is no
+/// Unix socket the sender can reach (systemd 254+ also accepts vsock: there)
+/// does it fall back to libsystemd's blocking sd_notify.
 public final class SystemdNotifier: ServiceNotifier {
     public let watchdogPingInterval: Duration?
+    private let sender: NotifySender?
 
-    public init() {
+    public init(sender: NotifySender?) {
+        self.sender = sender
         var microseconds: UInt64 = 0
         // sd_watchdog_enabled checks WATCHDOG_PID against our pid, so a child
         // process that inherited the variables does not ping for us.
@@ -29,8 +34,16 @@ public final class SystemdNotifier: ServiceNotifier {
     }
 
     public func send(_ assignments: String) {
-        _ = sd_notify(0, assignments)
+        if let sender {
+            sender.send(assignments)
+        } else {
+            _ = sd_notify(0, assignments)
+        }
     }
+
+    public func attach(to loop: EventLoop) { sender?.attach(to: loop) }
+
+    public func flush(within limit: Duration) { sender?.flush(within: limit) }
 
     /// True when a service manager asked for notifications.
     public static var isSupervised: Bool { Files.environment("NOTIFY_SOCKET") != nil }
