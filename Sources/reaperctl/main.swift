@@ -37,6 +37,12 @@ if case .failure(let error) = ControlRequest.parse(Array(line.utf8)) { exitUsage
 
 let path = socketPath ?? ControlClient.defaultSocketPath()
 do {
+    try ControlSocketPath.checkTrusted(path)
+} catch {
+    Files.writeAll(2, Array("reaperctl: \(error)\n".utf8))
+    exit(ExitCode.noPermission)
+}
+do {
     let answer = try ControlClient.request(line, socketPath: path)
     if answer.ok {
         print(answer.text, terminator: "")

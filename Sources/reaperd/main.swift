@@ -8,9 +8,7 @@ func loadConfiguration(_ commandLine: DaemonCommandLine) throws(ConfigError) -> 
     if Files.exists(ConfigFile.defaultPath) {
         return (try ConfigFile.load(path: ConfigFile.defaultPath), ConfigFile.defaultPath)
     }
-    var configuration = Configuration.embeddedDefault
-    configuration.daemon.controlSocket = ControlSocketPath.forEmbeddedDefault()
-    return (configuration, nil)
+    return (Configuration.embeddedDefault, nil)
 }
 
 func makeLogger(_ daemon: DaemonSettings) -> Logger {
@@ -21,11 +19,6 @@ func makeLogger(_ daemon: DaemonSettings) -> Logger {
     case .auto: journal = JournalSink.stderrIsJournal
     }
     return Logger(level: daemon.logLevel, sink: journal ? JournalSink() : ConsoleSink())
-}
-
-func fail(_ message: String, code: Int32) -> Never {
-    Files.writeAll(2, Array("reaperd: \(message)\n".utf8))
-    exit(code)
 }
 
 let commandLine: DaemonCommandLine
@@ -47,8 +40,19 @@ case .checkConfig, .run:
     break
 }
 
-let notifier: any ServiceNotifier = SystemdNotifier.isSupervised ? SystemdNotifier() : SilentNotifier()
-let configuration: Configuration
+// One sender for every notify message, the descriptor store's included (ordered, never blocking).
+let notifySender = NotifySender.fromEnvironment()
+let notifier: any ServiceNotifier =
+    SystemdNotifier.isSupervised ? SystemdNotifier(sender: notifySender) : SilentNotifier()
+
+/// Exits after the notify messages still queued (ERRNO=, STOPPING=1) went out,
+/// waiting at most a second for a service manager that reads nothing.
+@MainActor func exitNotified(_ code: Int32) -> Never {
+    notifier.flush(within: .seconds(1))
+    exit(code)
+}
+
+var configuration: Configuration
 let configPath: String?
 do {
     (configuration, configPath) = try loadConfiguration(commandLine)
@@ -56,7 +60,17 @@ do {
     let lines = error.diagnostics.map(\.description)
     Files.writeAll(2, Array((lines.joined(separator: "\n") + "\n").utf8))
     notifier.failed(errno: 22, status: "configuration refused: \(lines.first ?? "")")
-    exit(ExitCode.config)
+    exitNotified(ExitCode.config)
+}
+if configPath == nil {
+    // The embedded default names no control socket path: find a safe one.
+    do {
+        configuration.daemon.controlSocket = try ControlSocketPath.forEmbeddedDefault()
+    } catch {
+        Files.writeAll(2, Array("reaperd: \(error)\n".utf8))
+        notifier.failed(errno: EPERM, status: "start-up failed: \(error)")
+        exitNotified(ExitCode.failure)
+    }
 }
 
 if commandLine.action == .checkConfig {
@@ -75,19 +89,20 @@ do {
     let daemon = try Daemon(
         configuration: configuration, configPath: configPath, logger: logger, notifier: notifier,
         activated: SocketActivation.receive(),
-        store: SystemdDescriptorStore.capacity(for: configuration.daemon.fdStore).flatMap {
-            SystemdDescriptorStore(capacity: $0)
+        store: SystemdDescriptorStore.capacity(for: configuration.daemon.fdStore).flatMap { capacity in
+            notifySender.map { SystemdDescriptorStore(capacity: capacity, sender: $0) }
         })
     do {
         try daemon.start()
     } catch {
         logger.error("start-up failed: \(error.message)", [("REAPERD_ERROR", error.message)])
         notifier.failed(errno: error.errno, status: "start-up failed: \(error.message)")
-        exit(error.isConfiguration ? ExitCode.config : ExitCode.failure)
+        exitNotified(error.isConfiguration ? ExitCode.config : ExitCode.failure)
     }
     try daemon.run()
     logger.info("reaperd stopped")
-    exit(ExitCode.ok)
+    exitNotified(ExitCode.ok)
 } catch {
-    fail("\(error)", code: ExitCode.failure)
+    Files.writeAll(2, Array("reaperd: \(error)\n".utf8))
+    exitNotified(ExitCode.failure)
 }

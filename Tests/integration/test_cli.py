@@ -1,7 +1,9 @@
 """reaperd's command line: version, help, usage errors, --check-config, start-up failures."""
+import os
 import re
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -141,6 +143,26 @@ def test_missing_config_file_exits_78(tmp_path):
         result = run_reaperd(*args, timeout=10)
         assert result.returncode == 78, (args, result.returncode, result.stderr)
         assert str(missing) in result.stderr
+
+
+def test_fifo_as_config_file_exits_78_without_blocking(tmp_path):
+    """Opening a FIFO for reading blocks until a writer appears; reaperd refuses
+    anything but a regular file instead, at once."""
+    fifo = tmp_path / "reaperd.conf"
+    os.mkfifo(fifo)
+    for args in (["--config", str(fifo)], ["--check-config", "--config", str(fifo)]):
+        started = time.monotonic()
+        try:
+            result = run_reaperd(*args, timeout=5)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"reaperd {' '.join(args)} blocked on a FIFO")
+        assert time.monotonic() - started < 3.0
+        assert result.returncode == 78, (args, result.returncode, result.stderr)
+        assert f"{fifo}: not a regular file" in result.stderr, result.stderr
+    directory = tmp_path / "a-directory"
+    directory.mkdir()
+    result = run_reaperd("--check-config", "--config", str(directory), timeout=5)
+    assert result.returncode == 78 and f"{directory}: not a regular file" in result.stderr, result.stderr
 
 
 def test_listener_port_in_use_fails_start_naming_listener_and_address(tmp_path):

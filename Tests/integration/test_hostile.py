@@ -22,13 +22,16 @@ import signal
 import socket
 import stat
 import struct
+import subprocess
 import tempfile
 import threading
 import time
 
 import pytest
 
-from conftest import REAPERD, Upstream, connect, echo_handler, free_port, listener_section, round_trip, wait_for
+from conftest import (
+    REAPERCTL, REAPERD, Upstream, connect, echo_handler, free_port, listener_section, round_trip, wait_for,
+)
 from helpers_core import (
     MiB, ProcessSockets, close_all, keepalive_options, pattern, raise_nofile, read_until_closed, recv_hash,
     send_in_thread, sha256, wait_counter, wait_open,
@@ -822,3 +825,136 @@ def test_control_socket_only_owner_and_group(daemon_factory):
             os.rmdir(directory)
         except OSError:
             pass
+
+
+# ================================================================ accept failing on one endpoint
+
+
+def test_accept_failing_on_one_endpoint_pauses_only_that_endpoint(daemon_factory):
+    """accept4 failing on one listening socket must not stop the others. Here the
+    socket is shut down from outside, through a duplicate (as any holder of one,
+    systemd's descriptor store included, could): accept4 then fails with EINVAL
+    and epoll reports a hang-up for ever. That endpoint is paused, retried now and
+    then, and its error logged once per 10 s; the other listener keeps serving
+    promptly and nothing spins."""
+    d = daemon_factory([listener_section("broken", "127.0.0.1:0", "echo"),
+                        listener_section("fine", "127.0.0.1:0", "echo")]).start()
+    broken_port = d.address("broken")[1]
+    fine = d.address("fine")
+    with ProcessSockets(d.proc.pid) as ps:
+        _, _, duplicate = ps.listening(broken_port)
+        duplicate.shutdown(socket.SHUT_RDWR)
+    first = wait_for(lambda: log_lines(d, "accept failed"), timeout=5, what="the accept error to be logged")[0]
+    assert "Invalid argument" in first and "broken" in first, first
+    delays = []
+    for i in range(20):
+        started = time.monotonic()
+        s = connect(fine)
+        try:
+            assert round_trip(s, f"still served {i}\n".encode(), timeout=2)
+        finally:
+            s.close()
+        delays.append(time.monotonic() - started)
+    assert max(delays) < 0.2, f"the healthy listener answered slowly while the other failed: {delays}"
+    spent = cpu_over(d, 2.0)
+    assert spent < 0.2, f"reaperd burnt {spent:.2f}s of CPU in 2 s retrying the failed endpoint"
+    assert len(log_lines(d, "accept failed")) == 1, log_lines(d, "accept failed")
+    assert d.listener("fine")["accepted"] == 20
+    # A reload adds a listener that accepts at once; SIGTERM still ends it all promptly.
+    d.write_config([listener_section(name, "127.0.0.1:0", "echo") for name in ("broken", "fine", "added")])
+    assert d.ctl("reload").returncode == 0
+    s = connect(d.address("added"))
+    try:
+        assert round_trip(s, b"added after the failure\n", timeout=2)
+    finally:
+        s.close()
+    started = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - started < 2.0
+    record("accept failing on one endpoint", max_delay_s=round(max(delays), 4), cpu_2s=round(spent, 3))
+
+
+# ================================================================ control socket squatting (SPEC §4)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown a socket to another user")
+def test_reaperctl_refuses_a_control_socket_another_user_could_have_made(daemon_factory):
+    """A socket (or its directory) of another user may be an impostor: reaperctl
+    refuses it, with --socket and when it finds it at the default fallback."""
+    d = daemon_factory([listener_section("e", "127.0.0.1:0", "echo")]).start()
+    os.chown(d.control, 65534, 65534)
+    refused = d.ctl("status")
+    assert refused.returncode == 77, (refused.returncode, refused.stderr)
+    assert "owned by uid 65534" in refused.stderr, refused.stderr
+    os.chown(d.control, 0, 0)
+    assert d.ctl("status").returncode == 0
+
+    if os.path.exists("/run/reaperd/control.sock"):
+        return  # the default search would stop at the standard path
+    base = tempfile.mkdtemp(prefix="reaperd-squat-")
+    os.chmod(base, 0o1777)  # as /tmp
+    squatted = os.path.join(base, "reaperd-0")
+    impostor = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        os.mkdir(squatted, 0o700)
+        impostor.bind(os.path.join(squatted, "control.sock"))
+        impostor.listen()
+        os.chown(squatted, 65534, 65534)
+        env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+        env["TMPDIR"] = base
+        result = subprocess.run([str(REAPERCTL), "status"], capture_output=True, text=True, timeout=10, env=env)
+        assert result.returncode == 77, (result.returncode, result.stderr)
+        assert f"its directory {squatted} is owned by uid 65534" in result.stderr, result.stderr
+    finally:
+        impostor.close()
+        subprocess.run(["rm", "-rf", base], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run reaperd as another user")
+@pytest.mark.skipif(os.path.exists("/etc/reaperd/reaperd.conf"), reason="the embedded default is not in use here")
+def test_embedded_default_refuses_a_squatted_private_directory():
+    """Without /run/reaperd and $XDG_RUNTIME_DIR the control socket goes in
+    $TMPDIR/reaperd-UID, which must be our own 0700 directory. reaperd runs as
+    nobody here: as root /run/reaperd is writable and the fallback never used."""
+    base = tempfile.mkdtemp(prefix="reaperd-squat-")
+    os.chmod(base, 0o1777)
+    private = os.path.join(base, "reaperd-65534")
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "NOTIFY_SOCKET")}
+    env["TMPDIR"] = base
+
+    def as_nobody(*args):
+        return subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", str(REAPERD), *args],
+            capture_output=True, text=True, timeout=10, env=env, stdin=subprocess.DEVNULL)
+
+    try:
+        # Made first by another user (uid 65533), as a squatter would.
+        os.mkdir(private, 0o700)
+        os.chown(private, 65533, 65533)
+        for args in (["--check-config"], []):
+            result = as_nobody(*args)
+            assert result.returncode == 1, (args, result.returncode, result.stderr)
+            assert f"control socket directory {private} is owned by uid 65533, not 65534" in result.stderr, \
+                result.stderr
+        # Ours, but open to others.
+        os.chown(private, 65534, 65534)
+        os.chmod(private, 0o755)
+        result = as_nobody("--check-config")
+        assert result.returncode == 1 and "has mode 0755, not 0700" in result.stderr, result.stderr
+        # A symlink to a directory of ours is not the directory itself.
+        os.rmdir(private)
+        target = os.path.join(base, "elsewhere")
+        os.mkdir(target, 0o700)
+        os.chown(target, 65534, 65534)
+        os.symlink(target, private)
+        result = as_nobody("--check-config")
+        assert result.returncode == 1 and "is a symlink" in result.stderr, result.stderr
+        # Absent: made, mode 0700, owned by nobody, and used.
+        os.unlink(private)
+        result = as_nobody("--check-config")
+        assert result.returncode == 0, result.stderr
+        assert f"control_socket = {private}/control.sock" in result.stdout, result.stdout
+        info = os.lstat(private)
+        assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == 65534
+    finally:
+        subprocess.run(["rm", "-rf", base], check=False)

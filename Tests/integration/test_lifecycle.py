@@ -1,7 +1,9 @@
 """Reload, restart after kill -9, SIGTERM drain, connection limits."""
+import os
 import resource
 import signal
 import socket
+import subprocess
 import time
 import warnings
 
@@ -224,6 +226,30 @@ def test_invalid_reload_changes_nothing(daemon_factory, echo_upstream):
         s.close()
 
 
+def test_reload_of_a_fifo_is_refused_without_blocking_the_loop(daemon_factory):
+    """The configuration path replaced by a FIFO: opening it would block the event
+    loop until a writer appeared. The reload is refused at once instead."""
+    d = daemon_factory([listener_section("e", "127.0.0.1:0", "echo")]).start()
+    s = connect(d.address("e"))
+    try:
+        assert round_trip(s, b"before\n")
+        d.config.unlink()
+        os.mkfifo(d.config)
+        started = time.monotonic()
+        try:
+            result = d.ctl("reload", timeout=10)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("reaperctl reload blocked: the daemon is stuck opening the FIFO")
+        assert time.monotonic() - started < 5.0
+        assert result.returncode != 0
+        assert f"{d.config}: not a regular file" in result.stderr, result.stderr
+        assert d.proc.poll() is None
+        assert round_trip(s, b"after\n")
+        assert [l["name"] for l in d.status()["listeners"]] == ["e"]
+    finally:
+        s.close()
+
+
 def test_reload_that_cannot_bind_changes_nothing(daemon_factory, echo_upstream):
     up = echo_upstream.address
     d = daemon_factory([listener_section("a", "127.0.0.1:0", "relay", up),
@@ -333,6 +359,36 @@ def test_sigterm_without_connections_exits_promptly(daemon_factory):
     elapsed = time.monotonic() - started
     assert d.proc.returncode == 0
     assert elapsed < 1.0, f"exited {elapsed:.2f}s after SIGTERM with nothing to drain"
+
+
+def test_clean_stop_removes_the_control_socket_it_made(daemon_factory, tmp_path):
+    d = daemon_factory([listener_section("e", "127.0.0.1:0", "echo")]).start()
+    assert os.path.exists(d.control)
+    assert d.stop() == 0
+    assert not os.path.exists(d.control), "the control socket was left behind after SIGTERM"
+
+    # A socket someone else has put at the path since is not ours to remove.
+    d2 = daemon_factory([listener_section("e", "127.0.0.1:0", "echo")]).start()
+    os.rename(d2.control, d2.control + ".moved")
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        other.bind(d2.control)
+        assert d2.stop() == 0
+        assert os.path.exists(d2.control), "reaperd removed a control socket that was not its own"
+    finally:
+        other.close()
+
+    # A start that fails after the control socket was made removes it too.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        d3 = daemon_factory([listener_section("e", "127.0.0.1:0", "echo")],
+                            daemon_keys={"metrics": f"127.0.0.1:{port}"})
+        d3.start(wait=False)
+        assert d3.proc.wait(10) != 0
+    assert "metrics" in d3.log(), d3.log()
+    assert not os.path.exists(d3.control), "a failed start left its control socket behind"
 
 
 def test_sigint_stops_too(daemon_factory):

@@ -62,5 +62,7 @@ public enum ExitCode {
     public static let failure: Int32 = 1
     public static let usage: Int32 = 64
     public static let unavailable: Int32 = 69
+    /// EX_NOPERM: reaperctl refuses a control socket another user could have made.
+    public static let noPermission: Int32 = 77
     public static let config: Int32 = 78
 }

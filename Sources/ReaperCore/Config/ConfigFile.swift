@@ -8,10 +8,12 @@ public enum ConfigFile {
         let bytes: [UInt8]
         do {
             bytes = try Files.read(path)
-        } catch {
+        } catch .notRegularFile(let kind) {
             throw ConfigError(diagnostics: [
-                ConfigDiagnostic(file: path, line: nil, message: "cannot read: \(error.errno)")
+                ConfigDiagnostic(file: path, line: nil, message: "not a regular file (\(kind))")
             ])
+        } catch {
+            throw ConfigError(diagnostics: [ConfigDiagnostic(file: path, line: nil, message: "cannot read: \(error)")])
         }
         return try Configuration.parse(utf8: bytes, file: path)
     }

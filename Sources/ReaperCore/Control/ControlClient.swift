@@ -12,8 +12,8 @@ public enum ControlClient {
         public let description: String
     }
 
-    /// Where the daemon's socket is when none is named: the configured default,
-    /// or the fallbacks the embedded default uses when /run/reaperd is not writable.
+    /// Where the daemon's socket is when none is named: the first of the places
+    /// the daemon may put it (`ControlSocketPath.candidates`) that holds a socket.
     public static func defaultSocketPath() -> String {
         for candidate in ControlSocketPath.candidates() where Files.isSocket(candidate) { return candidate }
         return ControlSocketPath.standard
@@ -46,44 +46,5 @@ public enum ControlClient {
         } catch {
             throw Failure(description: "\(socketPath): \(error)")
         }
-    }
-}
-
-/// Where the control socket lives.
-public enum ControlSocketPath {
-    public static let standard = "/run/reaperd/control.sock"
-
-    /// The standard path, then `$XDG_RUNTIME_DIR/reaperd.sock`, then
-    /// `/tmp/reaperd-UID.sock`.
-    public static func candidates() -> [String] {
-        var paths = [standard]
-        if let runtime = Files.environment("XDG_RUNTIME_DIR"), !runtime.isEmpty {
-            paths.append(runtime + "/reaperd.sock")
-        }
-        paths.append("/tmp/reaperd-\(getuid()).sock")
-        return paths
-    }
-
-    /// For the embedded default: the standard path when its directory exists or
-    /// can be made, else the first fallback whose directory is writable.
-    public static func forEmbeddedDefault() -> String {
-        if Files.isWritableDirectory("/run/reaperd")
-            || (Files.makeDirectory("/run/reaperd", mode: 0o750) && Files.isWritableDirectory("/run/reaperd"))
-        {
-            return standard
-        }
-        for candidate in candidates().dropFirst() {
-            let directory = String(candidate[..<(candidate.lastIndex(of: "/") ?? candidate.startIndex)])
-            if Files.isWritableDirectory(directory) { return candidate }
-        }
-        return standard
-    }
-
-    /// Makes the socket's directory if it is missing (outside systemd, where no
-    /// RuntimeDirectory= made it).
-    public static func prepareDirectory(for path: String) {
-        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return }
-        let directory = String(path[..<slash])
-        if !Files.exists(directory) { _ = Files.makeDirectory(directory, mode: 0o750) }
     }
 }

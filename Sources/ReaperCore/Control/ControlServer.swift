@@ -1,9 +1,15 @@
 internal import Glibc
 
 /// The control socket: a Unix stream socket, mode 0660, never on the network.
+///
+/// Teardown is explicit (`close()`, from the daemon's shutdown): the loop holds
+/// this handler strongly while it is registered, so a deinit would never run.
 final class ControlServer: EventHandler {
     let path: String
-    private let socket: FileDescriptor
+    /// nil once closed.
+    private var socket: FileDescriptor?
+    /// The file bind(2) made at `path`, so `close()` removes only our own.
+    private let identity: Files.Identity?
     private var registration: Registration?
     /// Made once `self` exists (its answers call back into the server).
     private var clients: RequestClients?
@@ -36,28 +42,45 @@ final class ControlServer: EventHandler {
         do {
             try Files.chmod(temporary, 0o660)
             try Sockets.listen(socket.raw, backlog: 16)
+            // rename(2) keeps the inode: this is what `path` is while it is ours.
+            identity = Files.identity(temporary)
             try Files.rename(temporary, path)
         } catch {
             try? Files.unlink(temporary)
             throw error
         }
         let raw = socket.raw
-        self.socket = socket
+        self.socket = .some(socket)
         clients = RequestClients(
             loop: daemon.loop, maximum: Self.maximumClients, limit: ControlRequest.maximumLength,
             refusal: Array("ERR too many control connections\n".utf8),
             respond: { [unowned self] bytes, complete in self.answer(bytes, complete: complete) })
-        registration = try daemon.loop.register(raw, interest: [.readable], handler: self)
+        do {
+            registration = try daemon.loop.register(raw, interest: [.readable], handler: self)
+        } catch {
+            close()
+            throw error
+        }
     }
 
-    deinit {
+    /// Stops serving, in the reverse order of `init`: unwatched, the path
+    /// removed (so nobody connects to a socket about to close), the clients and
+    /// then the socket closed. The path is unlinked only while it is still the
+    /// file this server bound: a newer reaperd that has put its own socket there
+    /// since keeps it. (lstat-then-unlink leaves a window, but only another
+    /// process of the same user could replace the file in it.)
+    func close() {
         if let registration { daemon.loop.deregister(registration) }
+        registration = nil
+        if socket != nil, let identity, Files.identity(path) == identity { try? Files.unlink(path) }
         clients?.closeAll()
-        try? Files.unlink(path)
+        clients = nil
+        socket = nil
     }
 
     func handle(_ events: EpollEvents, on registration: Registration) {
-        clients?.accept(from: socket.raw, registration: self.registration)
+        guard let raw = socket?.raw else { return }
+        clients?.accept(from: raw, registration: self.registration)
     }
 
     private func answer(_ bytes: [UInt8], complete: Bool) -> RequestConnection.Verdict {

@@ -1,6 +1,9 @@
 /// `GET /metrics` in the Prometheus text format, served from the event loop.
+/// Closed explicitly by the daemon's shutdown (`close()`): the loop holds this
+/// handler strongly while it is registered, so a deinit would never run.
 final class MetricsServer: EventHandler {
-    private let socket: FileDescriptor
+    /// nil once closed.
+    private var socket: FileDescriptor?
     private var registration: Registration?
     /// Made once `self` exists (its answers call back into the server).
     private var clients: RequestClients?
@@ -9,24 +12,31 @@ final class MetricsServer: EventHandler {
 
     init(endpoint: Endpoint, daemon: Daemon) throws(ListeningSocket.OpenError) {
         self.daemon = daemon
-        socket = try ListeningSocket.open(listener: "metrics", endpoint: endpoint, backlog: 64, reusePort: false)
+        let socket = try ListeningSocket.open(listener: "metrics", endpoint: endpoint, backlog: 64, reusePort: false)
+        let raw = socket.raw
+        self.socket = .some(socket)
         do {
             clients = RequestClients(
                 loop: daemon.loop, maximum: Self.maximumClients, limit: MetricsRequest.maximumLength, refusal: nil,
                 respond: { [unowned self] bytes, complete in self.answer(bytes, complete: complete) })
-            registration = try daemon.loop.register(socket.raw, interest: [.readable], handler: self)
+            registration = try daemon.loop.register(raw, interest: [.readable], handler: self)
         } catch {
             throw ListeningSocket.OpenError(listener: "metrics", endpoint: endpoint.description, failure: error)
         }
     }
 
-    deinit {
+    /// Stops serving: unwatched, then the clients and the port closed.
+    func close() {
         if let registration { daemon.loop.deregister(registration) }
+        registration = nil
         clients?.closeAll()
+        clients = nil
+        socket = nil
     }
 
     func handle(_ events: EpollEvents, on registration: Registration) {
-        clients?.accept(from: socket.raw, registration: self.registration)
+        guard let raw = socket?.raw else { return }
+        clients?.accept(from: raw, registration: self.registration)
     }
 
     private func answer(_ bytes: [UInt8], complete: Bool) -> RequestConnection.Verdict {

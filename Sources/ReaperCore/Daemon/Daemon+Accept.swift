@@ -3,13 +3,13 @@ extension Daemon {
     /// accept also sets up an upstream connect, and bytes of connections already
     /// open should not wait behind a long run of them (tail latency).
     func accept(from endpoint: ListeningEndpoint) {
-        guard !stopping, !acceptPaused else { return }
+        guard !stopping, !acceptPaused, endpoint.pause == nil else { return }
         for _ in 0..<Self.acceptBatch {
             let result: IOResult<Sockets.Accepted>
             do {
                 result = try Sockets.acceptWithPeer(endpoint.socket.raw)
             } catch {
-                acceptFailed(error)
+                acceptFailed(error, on: endpoint)
                 return
             }
             guard case .processed(let accepted) = consume result else { return }
@@ -18,6 +18,14 @@ extension Daemon {
     }
 
     static let acceptBatch = 16
+    /// Out of descriptors: every endpoint waits this long.
+    static let exhaustionPause = Duration.milliseconds(250)
+    /// ENOMEM/ENOBUFS: the kernel may have memory again soon; at most ten
+    /// attempts a second per endpoint meanwhile.
+    static let memoryPressurePause = Duration.milliseconds(100)
+    /// Any other failure of the listening socket itself: retried four times a
+    /// second, which costs nothing and notices a recovery quickly.
+    static let failurePause = Duration.milliseconds(250)
 
     private func admit(_ client: consuming FileDescriptor, peer: SocketAddress, on endpoint: ListeningEndpoint) {
         let listener = endpoint.listener
@@ -42,10 +50,19 @@ extension Daemon {
         _ = connection.start()
     }
 
-    /// EMFILE/ENFILE leave the connection in the queue, so the socket stays
-    /// readable and accepting again at once would spin the CPU. Stop accepting
-    /// for a moment instead; say so at most every ten seconds.
-    private func acceptFailed(_ error: SystemError) {
+    /// A failed accept leaves the connection queued (or the socket failed), so
+    /// the socket stays readable and accepting again at once would spin.
+    ///
+    /// - EMFILE/ENFILE pause every endpoint: descriptors are per process (and
+    ///   system), so accept fails on all of them until one is freed, and pausing
+    ///   one would only move the spin to the next. One warning per ten seconds.
+    /// - ENOMEM/ENOBUFS pause this endpoint briefly.
+    /// - A failure for one connection only (aborted, refused by a firewall
+    ///   hook) is no reason to wait: the next accept takes the next client.
+    /// - Anything else is this listening socket's own trouble (EINVAL once it
+    ///   no longer listens): this endpoint alone pauses, the others keep
+    ///   accepting, and the error is logged once per ten seconds.
+    private func acceptFailed(_ error: SystemError, on endpoint: ListeningEndpoint) {
         if error.errno.isDescriptorExhaustion {
             exhaustionCount += 1
             let now = loop.now
@@ -59,27 +76,77 @@ extension Daemon {
                 exhaustionWarnedAt = now
                 exhaustionCount = 0
             }
-            pauseAccepting(for: .milliseconds(250))
+            pauseAllAccepting(for: Self.exhaustionPause)
+        } else if error.errno.isMemoryPressure {
+            logFailure(error, on: endpoint, "kernel short of memory, accepting paused", level: .warning)
+            pause(endpoint, for: Self.memoryPressurePause)
         } else if !error.errno.isAcceptAgain {
-            logger.error("accept failed", [("REAPERD_ERROR", "\(error)")])
-            pauseAccepting(for: .milliseconds(250))
+            logFailure(error, on: endpoint, "accept failed", level: .err)
+            pause(endpoint, for: Self.failurePause)
         }
     }
 
-    func pauseAccepting(for delay: Duration) {
+    private func logFailure(_ error: SystemError, on endpoint: ListeningEndpoint, _ message: String, level: LogLevel) {
+        let now = loop.now
+        guard endpoint.failureLoggedAt.map({ now.since($0) >= .seconds(10) }) ?? true else {
+            endpoint.failuresUnlogged += 1
+            return
+        }
+        let fields = [
+            ("REAPERD_LISTENER", endpoint.listener.name), ("REAPERD_ADDRESS", endpoint.address),
+            ("REAPERD_ERROR", "\(error)"), ("REAPERD_SUPPRESSED", "\(endpoint.failuresUnlogged)"),
+        ]
+        if level == .err {
+            logger.error(message, fields, event: .acceptPaused)
+        } else {
+            logger.warning(message, fields, event: .acceptPaused)
+        }
+        endpoint.failureLoggedAt = now
+        endpoint.failuresUnlogged = 0
+    }
+
+    /// Stops watching `endpoint` for `delay`; the other endpoints keep accepting.
+    func pause(_ endpoint: ListeningEndpoint, for delay: Duration) {
+        guard endpoint.pause == nil else { return }
+        endpoint.pause = loop.schedule(after: delay) { [weak self, weak endpoint] in
+            guard let self, let endpoint else { return }
+            endpoint.pause = nil
+            self.updateWatch(endpoint)
+        }
+        updateWatch(endpoint)
+    }
+
+    /// Stops watching every endpoint for `delay` (descriptor exhaustion).
+    func pauseAllAccepting(for delay: Duration) {
         guard !acceptPaused else { return }
         acceptPaused = true
-        setAcceptInterest([])
+        for endpoint in endpoints { updateWatch(endpoint) }
         loop.schedule(after: delay) { [weak self] in
-            guard let self, !self.stopping else { return }
+            guard let self else { return }
             self.acceptPaused = false
-            self.setAcceptInterest([.readable])
+            for endpoint in self.endpoints { self.updateWatch(endpoint) }
         }
     }
 
-    private func setAcceptInterest(_ interest: EpollEvents) {
-        for endpoint in endpoints {
-            if let registration = endpoint.registration { loop.modify(registration, interest: interest) }
+    /// Registers `endpoint` with the loop or removes it, as the state says: it
+    /// is watched unless reaperd is stopping, every endpoint is paused, or this
+    /// one is. A paused endpoint leaves the epoll set instead of keeping an
+    /// empty interest: epoll reports a hang-up whatever the interest, and a
+    /// listening socket that was shut down reports one for ever.
+    func updateWatch(_ endpoint: ListeningEndpoint) {
+        let wanted = !stopping && !acceptPaused && endpoint.pause == nil
+        if wanted && endpoint.registration == nil {
+            do {
+                endpoint.registration = try loop.register(
+                    endpoint.socket.raw, interest: [.readable], handler: endpoint)
+            } catch {
+                // epoll is out of memory or watches: try again shortly.
+                logFailure(error, on: endpoint, "cannot watch listener", level: .err)
+                pause(endpoint, for: Self.failurePause)
+            }
+        } else if !wanted, let registration = endpoint.registration {
+            loop.deregister(registration)
+            endpoint.registration = nil
         }
     }
 }

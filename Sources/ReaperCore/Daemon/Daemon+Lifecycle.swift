@@ -78,7 +78,10 @@ extension Daemon {
         logger.info(
             "reaperd stopping", [("REAPERD_SIGNAL", signal), ("REAPERD_CONNECTIONS", "\(table.count)")], event: .stop)
         for endpoint in endpoints {
+            endpoint.pause?.cancel()
+            endpoint.pause = nil
             if let registration = endpoint.registration { loop.deregister(registration) }
+            endpoint.registration = nil
         }
         endpoints.removeAll()
         sweepTimer?.cancel()
@@ -103,8 +106,18 @@ extension Daemon {
     func finishShutdown() {
         guard loopRunning else { return }
         loopRunning = false
-        control = nil
-        metrics = nil
+        closeServices()
         loop.stop()
+    }
+
+    /// Closes the metrics port and the control socket (removing its path), in
+    /// the reverse order `start()` opened them. Listeners are closed first, by
+    /// `beginShutdown`. Explicit, because the loop holds both handlers strongly:
+    /// dropping the daemon's references alone never ran their deinit.
+    func closeServices() {
+        metrics?.close()
+        metrics = nil
+        control?.close()
+        control = nil
     }
 }

@@ -93,6 +93,8 @@ extension Daemon {
         // Every bind succeeded: commit.
         for endpoint in available {
             precondition(!endpoint.activated, "activated sockets are checked above")
+            endpoint.pause?.cancel()
+            endpoint.pause = nil
             if let registration = endpoint.registration { loop.deregister(registration) }
             endpoint.registration = nil
             unstoreListener(endpoint)
@@ -134,13 +136,9 @@ extension Daemon {
             endpoint.listener = state
             // Sockets from systemd (activated or stored) get the options too.
             try? ListeningSocket.configure(endpoint.socket.raw, state.connection)
-            do {
-                endpoint.registration = try loop.register(
-                    endpoint.socket.raw, interest: acceptPaused ? [] : [.readable], handler: endpoint)
-            } catch {
-                logger.error(
-                    "cannot watch listener", [("REAPERD_LISTENER", state.name), ("REAPERD_ERROR", "\(error)")])
-            }
+            // Watched now unless accepting is paused for every endpoint (then the
+            // end of that pause watches it with the others).
+            updateWatch(endpoint)
             next.append(endpoint)
             if !endpoint.isStored { endpoint.isStored = storeListener(endpoint) }
             logger.info("listening", [("REAPERD_LISTENER", state.name), ("REAPERD_ADDRESS", endpoint.address)])

@@ -36,6 +36,7 @@ public final class Daemon: ConnectionOwner {
     var reapsSinceStart: UInt64 = 0
     var lastStatus = ""
     var lastReloadError: String?
+    /// Every endpoint unwatched for a moment: out of descriptors (Daemon+Accept).
     var acceptPaused = false
     var exhaustionWarnedAt: Instant?
     var exhaustionCount = 0
@@ -56,17 +57,21 @@ public final class Daemon: ConnectionOwner {
         self.notifier = notifier
         self.store = store
         var fromUnit: [ActivatedSocket] = []
+        var connectionSides: [ActivatedSocket] = []
         for socket in activated {
             switch StoredName(parsing: socket.name) {
             case .listener: storedListeners.append(socket)
-            case .client, .upstream: storedConnections.append(socket)
+            case .client, .upstream: connectionSides.append(socket)
             case nil: fromUnit.append(socket)
             }
         }
         self.activated = fromUnit
         store?.adopted(activated.count - fromUnit.count)
         loop = try EventLoop()
+        notifier.attach(to: loop)
         store?.attach(to: loop)
+        // Listeners of the wrong kind are refused by start(); connection sides are dropped here.
+        storedConnections = connectionSides.filter { admitStoredConnectionSide($0) }
     }
 
     var maxConnections: Int { configuration.daemon.maxConnections }
@@ -74,6 +79,7 @@ public final class Daemon: ConnectionOwner {
     /// Binds every listener, the control socket and the metrics port, then tells
     /// systemd READY=1. Any failure here is fatal and names what failed.
     public func start() throws(StartError) {
+        try refuseWrongKindListeners()
         let signalHandler: SignalHandler
         do {
             signalHandler = try SignalHandler(daemon: self)
@@ -97,13 +103,13 @@ public final class Daemon: ConnectionOwner {
             do {
                 metrics = try MetricsServer(endpoint: address, daemon: self)
             } catch {
+                closeServices()
                 throw StartError(message: "metrics \(address): \(error.failure)", errno: error.failure.errno.code)
             }
         }
         releaseUnadoptedListeners()
         recoverStoredConnections()
         scheduleSweep()
-        scheduleWatchdog()
         logger.info(
             "reaperd started",
             [
@@ -111,6 +117,8 @@ public final class Daemon: ConnectionOwner {
                 ("REAPERD_LISTENERS", endpoints.map { "\($0.listener.name)=\($0.address)" }.joined(separator: ",")),
             ], event: .start)
         notifier.ready(status: statusLine())
+        // After READY=1, so the service manager hears READY=1 first.
+        scheduleWatchdog()
     }
 
     var configSourceDescription: String {

@@ -1,4 +1,7 @@
 /// One bound listening socket of a listener, watched for incoming clients.
+///
+/// Watched means registered with the loop; `Daemon.updateWatch` alone decides
+/// it, from `pause`, the daemon's `acceptPaused` and `stopping`.
 final class ListeningEndpoint: EventHandler {
     /// Identifies the socket across reloads: the configured endpoint, or
     /// `fd:N` for a socket passed by systemd.
@@ -9,9 +12,17 @@ final class ListeningEndpoint: EventHandler {
     var listener: ListenerState
     /// Passed by systemd socket activation: never closed by a reload.
     let activated: Bool
+    /// nil while not watched (paused, stopping, or not yet registered).
     var registration: Registration?
     /// In systemd's file descriptor store (stored by us, or received from it).
     var isStored = false
+    /// Set while accepting on this endpoint is paused after accept failed on it;
+    /// firing watches it again.
+    var pause: LoopTimer?
+    /// When accept failures on this endpoint were last logged, and how many
+    /// went unlogged since (one line per ten seconds at most).
+    var failureLoggedAt: Instant?
+    var failuresUnlogged = 0
     private unowned let daemon: Daemon
 
     init(

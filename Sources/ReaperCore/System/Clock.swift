@@ -29,12 +29,16 @@ public struct Instant: Comparable, Hashable, Sendable {
 
 extension Duration {
     /// Whole nanoseconds, saturating; negative durations count as zero.
+    ///
+    /// Both components carry the sign (-1 ms is seconds 0, attoseconds -10^15),
+    /// so the whole value is compared with zero before either is converted.
     public var nanoseconds: UInt64 {
+        guard self > .zero else { return 0 }
         let (seconds, attoseconds) = components
-        if seconds < 0 { return 0 }
         let (product, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
         if overflow { return .max }
-        return product &+ UInt64(attoseconds / 1_000_000_000)
+        let (sum, carry) = product.addingReportingOverflow(UInt64(attoseconds / 1_000_000_000))
+        return carry ? .max : sum
     }
 
     public var milliseconds: Int64 { Int64(clamping: nanoseconds / 1_000_000) }

@@ -31,6 +31,7 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
     public static let accessDenied = Errno(EACCES)
     public static let notSupported = Errno(EOPNOTSUPP)
     public static let connectionAborted = Errno(ECONNABORTED)
+    public static let notASocket = Errno(ENOTSOCK)
 
     /// The kernel's text for this error, e.g. "Connection timed out".
     public var description: String {
@@ -68,13 +69,18 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
     }
 
     /// accept(2) failed for this one connection or for resources, not for the
-    /// listener: keep the listener (ERRNO_IS_ACCEPT_AGAIN plus descriptor exhaustion).
+    /// listener: keep the listener (ERRNO_IS_ACCEPT_AGAIN plus descriptor
+    /// exhaustion). Memory pressure is not in it: the connection stays queued,
+    /// so accepting again at once would spin (see `isMemoryPressure`).
     public var isAcceptAgain: Bool {
-        isDisconnect || isTransient || code == EMFILE || code == ENFILE || code == EPERM
+        isDisconnect || code == EAGAIN || code == EINTR || code == EMFILE || code == ENFILE || code == EPERM
     }
 
     /// Descriptor exhaustion: accepting again at once would spin.
     public var isDescriptorExhaustion: Bool { code == EMFILE || code == ENFILE }
+
+    /// The kernel is short of memory or buffers: worth retrying, after a pause.
+    public var isMemoryPressure: Bool { code == ENOMEM || code == ENOBUFS }
 }
 
 /// A failed system call: which call, and the errno it returned.

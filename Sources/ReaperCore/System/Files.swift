@@ -3,29 +3,91 @@ internal import Glibc
 /// The few file-system calls reaperd makes: reading its configuration and
 /// placing its control socket.
 public enum Files {
-    /// Reads a whole regular file. Refuses anything larger than `limit` bytes so a
-    /// mistaken path (a device, a log) cannot exhaust memory.
-    public static func read(_ path: String, limit: Int = 4 << 20) throws(SystemError) -> [UInt8] {
-        let fd = FileDescriptor(owning: try syscall("open") { open(path, O_RDONLY | O_CLOEXEC) })
+    /// Why `read` returned no bytes.
+    public enum ReadError: Error, CustomStringConvertible {
+        case system(SystemError)
+        /// A FIFO, device, socket or directory: reading it could block the
+        /// caller (the event loop, on reload) or never end. The kind is in words.
+        case notRegularFile(String)
+        case tooLarge(limit: Int)
+
+        public var description: String {
+            switch self {
+            case .system(let error): "\(error.errno)"
+            case .notRegularFile(let kind): "not a regular file (\(kind))"
+            case .tooLarge(let limit): "larger than \(limit) bytes"
+            }
+        }
+    }
+
+    /// Reads a whole regular file. Refuses anything else, and anything larger
+    /// than `limit` bytes so a mistaken path (a log) cannot exhaust memory.
+    ///
+    /// Opened with O_NONBLOCK, so a FIFO at the path is refused instead of
+    /// blocking in open(2) until a writer appears; fstat then decides, on the
+    /// descriptor itself, so nothing can be swapped in between.
+    public static func read(_ path: String, limit: Int = 4 << 20) throws(ReadError) -> [UInt8] {
+        let raw: Int32
+        do {
+            raw = try syscall("open") { open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY) }
+        } catch {
+            throw .system(error)
+        }
+        let fd = FileDescriptor(owning: raw)
         var status = stat()
-        _ = try syscall("fstat") { fstat(fd.raw, &status) }
-        if (status.st_mode & S_IFMT) == S_IFDIR { throw SystemError("read", Errno(EISDIR)) }
+        do {
+            _ = try syscall("fstat") { fstat(fd.raw, &status) }
+        } catch {
+            throw .system(error)
+        }
+        if let kind = nonRegularKind(status.st_mode) { throw .notRegularFile(kind) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
-            let count = try syscall("read") {
-                chunk.withUnsafeMutableBytes { Glibc.read(fd.raw, $0.baseAddress, $0.count) }
+            let count: Int
+            do {
+                count = try syscall("read") {
+                    chunk.withUnsafeMutableBytes { Glibc.read(fd.raw, $0.baseAddress, $0.count) }
+                }
+            } catch {
+                throw .system(error)
             }
             if count == 0 { break }
             bytes.append(contentsOf: chunk[0..<count])
-            if bytes.count > limit { throw SystemError("read", Errno(EFBIG)) }
+            if bytes.count > limit { throw .tooLarge(limit: limit) }
         }
         return bytes
+    }
+
+    /// nil for a regular file, else what it is.
+    private static func nonRegularKind(_ mode: mode_t) -> String? {
+        switch mode & S_IFMT {
+        case S_IFREG: nil
+        case S_IFDIR: "a directory"
+        case S_IFIFO: "a FIFO"
+        case S_IFSOCK: "a socket"
+        case S_IFCHR: "a character device"
+        case S_IFBLK: "a block device"
+        default: "an unknown kind of file"
+        }
     }
 
     public static func exists(_ path: String) -> Bool {
         var status = stat()
         return lstat(path, &status) == 0
+    }
+
+    /// Which file a path names: device and inode, as lstat(2) reports them.
+    public struct Identity: Hashable, Sendable {
+        public let device: UInt64
+        public let inode: UInt64
+    }
+
+    /// The file at `path` itself (a symlink is not followed); nil when there is none.
+    public static func identity(_ path: String) -> Identity? {
+        var status = stat()
+        guard lstat(path, &status) == 0 else { return nil }
+        return Identity(device: UInt64(status.st_dev), inode: UInt64(status.st_ino))
     }
 
     /// True when the path is a socket (and not a symlink to one).

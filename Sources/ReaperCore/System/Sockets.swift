@@ -191,3 +191,14 @@ extension Sockets {
         _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
     }
 }
+
+extension Sockets {
+    /// Waits up to `timeoutMilliseconds` for `fd` to become writable; true when
+    /// it did. For the few places that must block, boundedly, outside the event
+    /// loop (the last notify messages at exit). The corresponding C function is
+    /// `poll`; EINTR counts as time spent, so a signal cannot stretch the wait.
+    public static func waitWritable(_ fd: Int32, timeoutMilliseconds: Int32) -> Bool {
+        var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        return poll(&entry, 1, timeoutMilliseconds) > 0 && entry.revents & Int16(POLLOUT) != 0
+    }
+}

@@ -14,106 +14,47 @@ public protocol DescriptorStore: AnyObject {
     func attach(to loop: EventLoop)
 }
 
-/// The store, spoken to directly over NOTIFY_SOCKET without ever blocking.
-///
-/// A Unix datagram socket queues only `net.unix.max_dgram_qlen` (10) messages,
-/// so a burst of new connections fills it at once; libsystemd's
-/// sd_pid_notify_with_fds then blocks, which would stall the event loop. Here
-/// messages that do not fit wait in order in a queue (each holding a duplicate
-/// of its descriptor) and go out when the socket is writable. systemd 252
-/// compares each new descriptor with every stored one, so storing costs PID 1
-/// time linear in the store's size: `capacity` bounds it.
-public final class SystemdDescriptorStore: DescriptorStore, EventHandler {
-    private final class Message {
-        let name: String
-        let text: [UInt8]
-        /// Our own duplicate of the descriptor to store, closed once sent.
-        let descriptor: FileDescriptor?
-        /// Its number, for sendmsg; empty for a removal.
-        let descriptors: [Int32]
-
-        init(name: String, text: String, descriptor: consuming FileDescriptor?) {
-            self.name = name
-            self.text = Array(text.utf8)
-            if let raw = descriptor?.raw { descriptors = [raw] } else { descriptors = [] }
-            self.descriptor = descriptor
-        }
-
-        var isStore: Bool { !descriptors.isEmpty }
-    }
-
-    private let socket: FileDescriptor
-    private var queue: [Message] = []
-    private var queueStart = 0
-    private var registration: Registration?
-    private weak var loop: EventLoop?
+/// The store, spoken to over NOTIFY_SOCKET through the daemon's one
+/// `NotifySender`: FDSTORE=1 and FDSTOREREMOVE=1 messages wait in the same
+/// ordered, non-blocking queue as READY and STATUS (a burst of new connections
+/// fills the socket's 10-datagram queue at once; libsystemd's
+/// sd_pid_notify_with_fds would then block the loop). Each store waiting there
+/// holds our own duplicate of its descriptor. systemd 252 compares each new
+/// descriptor with every stored one, so storing costs PID 1 time linear in the
+/// store's size: `capacity` bounds it.
+public final class SystemdDescriptorStore: DescriptorStore {
+    private let sender: NotifySender
     /// Descriptors the store may hold ($FDSTORE, which the unit sets to its
     /// FileDescriptorStoreMax=).
     public let capacity: Int
     public private(set) var count = 0
 
-    public init?(capacity: Int) {
-        guard let path = Files.environment("NOTIFY_SOCKET"), let address = SocketAddress(notifySocket: path),
-            let socket = try? Sockets.datagram(family: address.family)
-        else { return nil }
-        guard case .processed = (try? Sockets.connect(socket.raw, address)) ?? .wouldBlock else { return nil }
-        self.socket = socket
+    public init(capacity: Int, sender: NotifySender) {
+        self.sender = sender
         self.capacity = capacity
     }
 
-    public func attach(to loop: EventLoop) {
-        self.loop = loop
-        registration = try? loop.register(socket.raw, interest: [], handler: self)
-    }
+    public func attach(to loop: EventLoop) { sender.attach(to: loop) }
 
     public func store(_ descriptor: Int32, name: String) -> Bool {
         guard count < capacity, let copy = try? Files.duplicate(descriptor) else { return false }
         count += 1
-        enqueue(Message(name: name, text: "FDSTORE=1\nFDNAME=\(name)", descriptor: copy))
+        sender.store(copy, name: name)
         return true
     }
 
     public func remove(name: String) {
-        // A store still waiting here is simply withdrawn: PID 1 never saw it.
-        let waiting = queue[queueStart...].filter { $0.name == name && $0.isStore }
-        if !waiting.isEmpty {
-            queue.removeAll { $0.name == name && $0.isStore }
-            queueStart = min(queueStart, queue.count)
-            count = max(0, count - waiting.count)
+        // A store still waiting in the queue is simply withdrawn: PID 1 never saw it.
+        let withdrawn = sender.withdrawStores(named: name)
+        if withdrawn > 0 {
+            count = max(0, count - withdrawn)
             return
         }
         count = max(0, count - 1)
-        enqueue(Message(name: name, text: "FDSTOREREMOVE=1\nFDNAME=\(name)", descriptor: nil))
+        sender.send("FDSTOREREMOVE=1\nFDNAME=\(name)")
     }
 
     public func adopted(_ received: Int) { count += received }
-
-    public func handle(_ events: EpollEvents, on registration: Registration) { flush() }
-
-    private func enqueue(_ message: Message) {
-        queue.append(message)
-        flush()
-    }
-
-    /// Sends what the socket takes, in order; waits for writability otherwise.
-    private func flush() {
-        while queueStart < queue.count {
-            let message = queue[queueStart]
-            let result =
-                (try? Sockets.sendNonBlocking(socket.raw, message.text, descriptors: message.descriptors))
-                ?? .processed(0)
-            guard case .processed = result else { break }
-            queueStart += 1
-        }
-        if queueStart == queue.count {
-            queue.removeAll(keepingCapacity: queue.count < 1024)
-            queueStart = 0
-        } else if queueStart > 1024 {
-            queue.removeFirst(queueStart)
-            queueStart = 0
-        }
-        if let registration, let loop { loop.modify(registration, interest: queue.isEmpty ? [] : [.writable]) }
-    }
 
     /// The store's size when reaperd should use it: `fd_store = yes` under
     /// systemd, or `auto` when the service has one (`$FDSTORE` > 0: set by

@@ -1,14 +1,21 @@
 /// The service manager's side of the conversation (sd_notify). Behind a
 /// protocol so unit tests can capture it; integration tests use a real
-/// NOTIFY_SOCKET with the libsystemd implementation.
+/// NOTIFY_SOCKET with `SystemdNotifier`.
 public protocol ServiceNotifier: AnyObject {
-    /// Sends newline-separated `KEY=value` assignments.
+    /// Sends newline-separated `KEY=value` assignments, in order, never blocking.
     func send(_ assignments: String)
     /// Half of WATCHDOG_USEC when the watchdog is on for this process, else nil.
     var watchdogPingInterval: Duration? { get }
+    /// Lets messages that could not go out at once wait for `loop`.
+    func attach(to loop: EventLoop)
+    /// At exit: sends what is still queued, waiting at most `limit`.
+    func flush(within limit: Duration)
 }
 
 extension ServiceNotifier {
+    public func attach(to loop: EventLoop) {}
+    public func flush(within limit: Duration) {}
+
     public func ready(status: String) { send("READY=1\nSTATUS=\(status)") }
 
     /// RELOADING=1 with MONOTONIC_USEC, as systemd 253+ expects for

@@ -1,0 +1,62 @@
+import Glibc
+import Testing
+
+@testable import ReaperCore
+
+/// The ordered, non-blocking notify queue against a real datagram socket that
+/// stops reading (its kernel queue holds about ten messages).
+@Suite struct NotifySenderTests {
+    @Test func keepsOrderAndCoalescesWhatIsSuperseded() throws {
+        var template = Array("/tmp/reaperd-notify-XXXXXX".utf8CString)
+        let directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        defer { _ = system("rm -rf '\(directory)'") }
+        let path = directory + "/notify.sock"
+        let receiver = try Sockets.datagram(family: AF_UNIX)
+        try Sockets.bind(receiver.raw, try #require(SocketAddress(unixPath: path)))
+        let sender = try #require(NotifySender(notifySocket: path))
+
+        for index in 0..<30 { sender.send("X=\(index)") }
+        #expect(sender.pendingCount > 0, "the receiver's queue should be full by now")
+        let waiting = sender.pendingCount
+        // A STATUS-only message is dropped once a later one carries STATUS=;
+        // a second WATCHDOG=1 is not queued behind the first.
+        sender.send("STATUS=a")
+        sender.send("WATCHDOG=1")
+        sender.send("STATUS=b")
+        sender.send("WATCHDOG=1")
+        sender.send("STATUS=c")
+        #expect(sender.pendingCount == waiting + 2)
+        sender.send("READY=1\nSTATUS=d")
+        sender.send("STATUS=e")
+        #expect(sender.pendingCount == waiting + 3)
+
+        var received: [String] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        for _ in 0..<100 where received.count < 33 {
+            while case .processed(let count) = try buffer.withUnsafeMutableBytes({
+                try Sockets.read(receiver.raw, into: $0)
+            }) {
+                received.append(String(decoding: buffer[0..<count], as: UTF8.self))
+            }
+            sender.flush(within: .milliseconds(10))
+        }
+        #expect(sender.pendingCount == 0)
+        #expect(received == (0..<30).map { "X=\($0)" } + ["WATCHDOG=1", "READY=1\nSTATUS=d", "STATUS=e"])
+    }
+
+    @Test func flushAtExitGivesUpAfterItsLimit() throws {
+        var template = Array("/tmp/reaperd-notify-XXXXXX".utf8CString)
+        let directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        defer { _ = system("rm -rf '\(directory)'") }
+        let path = directory + "/notify.sock"
+        let receiver = try Sockets.datagram(family: AF_UNIX)
+        try Sockets.bind(receiver.raw, try #require(SocketAddress(unixPath: path)))
+        let sender = try #require(NotifySender(notifySocket: path))
+        for index in 0..<30 { sender.send("X=\(index)") }
+        let started = Instant.now()
+        sender.flush(within: .milliseconds(200))
+        let waited = Instant.now().since(started)
+        #expect(sender.pendingCount > 0)
+        #expect(waited >= .milliseconds(150) && waited < .seconds(2))
+    }
+}
