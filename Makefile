@@ -69,7 +69,7 @@ define apt_install
 endef
 
 .PHONY: all deps deps-test deps-e2e deps-bench build release run test lint e2e e2e-clean \
-	install uninstall clean bench fuzz test-sanitize soak
+	install uninstall clean bench fuzz fuzz-relay test-sanitize soak
 
 all: build
 
@@ -194,6 +194,14 @@ fuzz: deps
 	SWIFT="$(SWIFT)" FUZZ_SCRATCH="$(FUZZ_SCRATCH)" bash Tests/fuzz/build.sh $(FUZZ_TARGETS)
 	SWIFT="$(SWIFT)" FUZZ_SCRATCH="$(FUZZ_SCRATCH)" FUZZ_SECONDS="$(FUZZ_SECONDS)" \
 		bash Tests/fuzz/run.sh $(FUZZ_TARGETS)
+
+# The randomized relay test (Tests/ReaperCoreTests/Relay) with more seeds than make test's 240:
+# `make fuzz-relay SEEDS=5000`, from FIRST_SEED; `make fuzz-relay SEED=N` replays one seed.
+SEEDS ?= 2000
+FIRST_SEED ?= 1
+fuzz-relay: deps
+	REAPERD_RELAY_SEEDS="$(SEEDS)" REAPERD_RELAY_FIRST_SEED="$(FIRST_SEED)" $(if $(SEED),REAPERD_RELAY_SEED="$(SEED)" REAPERD_RELAY_VERBOSE=1) \
+		$(SWIFT) test $(DEBUG_FLAGS) --filter RelayScriptTests
 
 # Sanitizers (issue 6): Tests/sanitize/run.sh builds with --sanitize=address into $(ASAN_SCRATCH),
 # runs swift test there and the integration suite against those binaries (then searches every
