@@ -31,8 +31,23 @@ def in_ct(*cmd, check=True, timeout=60):
     return result
 
 
-def prop(unit, name):
-    return in_ct("systemctl", "show", "-p", name, "--value", unit).stdout.strip()
+def prop(unit, name, patience=30.0):
+    """One unit property. A PID 1 busy with thousands of stored descriptors may not
+    answer D-Bus in systemctl's own 25 s ("Connection timed out"): ask again, for at
+    most `patience` seconds, and say what was waited for instead of failing at random."""
+    deadline = time.monotonic() + patience
+    waited = 0
+    while True:
+        result = in_ct("systemctl", "show", "-p", name, "--value", unit, check=False)
+        if result.returncode == 0:
+            if waited:
+                print(f"note: systemctl show -p {name} {unit} answered after {waited} retries", file=sys.stderr)
+            return result.stdout.strip()
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"systemctl show -p {name} {unit} kept failing for {patience:.0f}s "
+                                 f"({waited + 1} tries): {result.stderr.strip()}")
+        waited += 1
+        time.sleep(0.5)
 
 
 def wait_for(predicate, timeout, what):
@@ -152,10 +167,14 @@ class Vanish:
         subprocess.run(["nft", "add", "chain", "inet", self.table, "out",
                         "{ type filter hook output priority -10 ; policy accept ; }"], check=True)
 
-    def drop(self, port):
-        for direction in ("sport", "dport"):
-            subprocess.run(["nft", "add", "rule", "inet", self.table, "out", "tcp", direction, str(port), "drop"],
-                           check=True)
+    def drop(self, port, peer_port=LISTEN_PORT):
+        """Only the one flow between the client's `port` and reaperd's listener: a
+        port-only rule also blackholes reaperd's upstream socket when the kernel
+        gave it the same ephemeral port number (connect(2) reuses a port number
+        for another destination), and a living connection then stops relaying."""
+        for sport, dport in ((port, peer_port), (peer_port, port)):
+            subprocess.run(["nft", "add", "rule", "inet", self.table, "out", "ip", "saddr", "127.0.0.1", "ip", "daddr",
+                            "127.0.0.1", "tcp", "sport", str(sport), "tcp", "dport", str(dport), "drop"], check=True)
 
     def close(self):
         subprocess.run(["nft", "delete", "table", "inet", self.table], capture_output=True)

@@ -50,6 +50,7 @@ public final class NotifySender: EventHandler {
     private var watchdogsWaiting = 0
     private var statusesWaiting = 0
     private var registration: Registration?
+    private var interest: EpollEvents = []
     private weak var loop: EventLoop?
 
     /// Connected to `path` (`$NOTIFY_SOCKET`: a path or `@abstract`); nil when
@@ -170,6 +171,10 @@ public final class NotifySender: EventHandler {
     }
 
     private func updateInterest() {
-        if let registration, let loop { loop.modify(registration, interest: pendingCount == 0 ? [] : [.writable]) }
+        let wanted: EpollEvents = pendingCount == 0 ? [] : [.writable]
+        // Most sends go out at once: no epoll_ctl unless the wait changes.
+        guard wanted != interest, let registration, let loop else { return }
+        loop.modify(registration, interest: wanted)
+        interest = wanted
     }
 }
