@@ -321,9 +321,6 @@ def test_socket_activation_refuses_sockets_that_are_not_listening_streams(daemon
                          "listening"),
         # A healthy listener beside a bad one does not make the bad one acceptable.
         (["good", "pg"], [good, udp], "FileDescriptorName=pg is not a listening stream socket"),
-        # Nor does a reaperd name: a stored listener must listen too.
-        (["l@pg@127.0.0.1_6432"], [udp], "socket l@pg@127.0.0.1_6432 from the file descriptor store is not a "
-                                         "listening stream socket (datagram)"),
     ]
     try:
         for index, (names, sockets, message) in enumerate(cases):
@@ -368,6 +365,25 @@ def test_stored_connection_socket_of_the_wrong_kind_is_dropped_not_adopted(daemo
     finally:
         udp.close()
         other.close()
+
+
+def test_stored_listening_socket_of_the_wrong_kind_is_dropped_and_the_listener_binds(daemon_factory, tmp_path):
+    """An `l@` descriptor that is no listening stream socket came from the store,
+    not from the operator: refusing to start would keep the service down, so it
+    is dropped and the listener binds its address afresh."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    try:
+        d, _ = activated_daemon(daemon_factory, tmp_path, ["l@e@127.0.0.1_0"],
+                                [listener_section("e", "127.0.0.1:0", mode="echo")], sockets=[udp])
+        wait_for(lambda: d.proc.poll() is not None or d.ctl("status").returncode == 0, what="reaperd to start")
+        assert d.proc.poll() is None, d.log()
+        assert "stored listening socket l@e@127.0.0.1_0 is not a listening stream socket (datagram)" in d.log(), \
+            d.log()
+        with socket.create_connection(d.address("e"), timeout=2) as s:
+            assert round_trip(s)
+    finally:
+        udp.close()
 
 
 def test_socket_activation_serves_the_named_listener(daemon_factory, tmp_path):

@@ -70,8 +70,10 @@ public final class Daemon: ConnectionOwner {
         loop = try EventLoop()
         notifier.attach(to: loop)
         store?.attach(to: loop)
-        // Listeners of the wrong kind are refused by start(); connection sides are dropped here.
-        storedConnections = connectionSides.filter { admitStoredConnectionSide($0) }
+        // A socket unit's sockets of the wrong kind are refused by start(); the
+        // store's are dropped here.
+        storedListeners = storedListeners.filter { admitStored($0, as: .listeningStream) }
+        storedConnections = connectionSides.filter { admitStored($0, as: .stream) }
     }
 
     var maxConnections: Int { configuration.daemon.maxConnections }

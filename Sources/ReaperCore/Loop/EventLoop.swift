@@ -115,6 +115,14 @@ public final class EventLoop {
         schedule(at: Instant.now().adding(delay), action)
     }
 
+    /// Drops every handler and timer, once `run()` has returned for good: their
+    /// closures may hold the loop or its handlers, and this breaks those cycles
+    /// (descriptors stay with their owners).
+    public func discardPending() {
+        for index in slots.indices { slots[index].handler = nil }
+        timers = TimerQueue()
+    }
+
     /// Makes `run()` return after the current batch.
     public func stop() { stopped = true }
 

@@ -71,11 +71,12 @@ import Testing
         relayCase.server.sends = 100
         // Holds its side open, silent, far past the timeout.
         relayCase.server.ending = .fin(afterMilliseconds: 3000)
-        relayCase.deadline = .seconds(2)
+        relayCase.deadline = .seconds(4)
         let outcome = relayCase.run()
         #expect(outcome.end == .reaped(.halfCloseTimeout))
         let after = outcome.endedAfter ?? 99
-        #expect(after >= 0.3 && after < 1.0, "reaped after \(after) s")
+        // From the start of the case, set-up included (slow under sanitizers).
+        #expect(after >= 0.3 && after < 3.0, "reaped after \(after) s")
     }
 
     /// A reset passes on as a reset, after the bytes that came before it: the
