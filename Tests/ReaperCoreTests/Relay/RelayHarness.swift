@@ -317,6 +317,8 @@ final class ScriptedPeer: EventHandler {
         if let registration { loop.deregister(registration) }
         registration = nil
         slowTimer?.cancel()
+        // The timer's action holds this peer: let go of it.
+        slowTimer = nil
         if abort {
             var value = linger(l_onoff: 1, l_linger: 0)
             _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &value, socklen_t(MemoryLayout<linger>.size))
