@@ -5,15 +5,28 @@ import Testing
 
 /// The ordered, non-blocking notify queue against a real datagram socket that
 /// stops reading (its kernel queue holds about ten messages).
+/// A receiving datagram socket in a fresh directory, and a sender connected to it.
+final class NotifyPair {
+    let directory: String
+    let receiver: FileDescriptor
+    let sender: NotifySender
+
+    init() throws {
+        var template = Array("/tmp/reaperd-notify-XXXXXX".utf8CString)
+        directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        let path = directory + "/notify.sock"
+        receiver = try Sockets.datagram(family: AF_UNIX)
+        try Sockets.bind(receiver.raw, try #require(SocketAddress(unixPath: path)))
+        sender = try #require(NotifySender(notifySocket: path))
+    }
+
+    deinit { _ = system("rm -rf '\(directory)'") }
+}
+
 @Suite struct NotifySenderTests {
     @Test func keepsOrderAndCoalescesWhatIsSuperseded() throws {
-        var template = Array("/tmp/reaperd-notify-XXXXXX".utf8CString)
-        let directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-        defer { _ = system("rm -rf '\(directory)'") }
-        let path = directory + "/notify.sock"
-        let receiver = try Sockets.datagram(family: AF_UNIX)
-        try Sockets.bind(receiver.raw, try #require(SocketAddress(unixPath: path)))
-        let sender = try #require(NotifySender(notifySocket: path))
+        let pair = try NotifyPair()
+        let sender = pair.sender
 
         for index in 0..<30 { sender.send("X=\(index)") }
         #expect(sender.pendingCount > 0, "the receiver's queue should be full by now")
@@ -34,7 +47,7 @@ import Testing
         var buffer = [UInt8](repeating: 0, count: 4096)
         for _ in 0..<100 where received.count < 33 {
             while case .processed(let count) = try buffer.withUnsafeMutableBytes({
-                try Sockets.read(receiver.raw, into: $0)
+                try Sockets.read(pair.receiver.raw, into: $0)
             }) {
                 received.append(String(decoding: buffer[0..<count], as: UTF8.self))
             }
@@ -45,13 +58,8 @@ import Testing
     }
 
     @Test func flushAtExitGivesUpAfterItsLimit() throws {
-        var template = Array("/tmp/reaperd-notify-XXXXXX".utf8CString)
-        let directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-        defer { _ = system("rm -rf '\(directory)'") }
-        let path = directory + "/notify.sock"
-        let receiver = try Sockets.datagram(family: AF_UNIX)
-        try Sockets.bind(receiver.raw, try #require(SocketAddress(unixPath: path)))
-        let sender = try #require(NotifySender(notifySocket: path))
+        let pair = try NotifyPair()
+        let sender = pair.sender
         for index in 0..<30 { sender.send("X=\(index)") }
         let started = Instant.now()
         sender.flush(within: .milliseconds(200))

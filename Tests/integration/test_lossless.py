@@ -56,6 +56,19 @@ def upstream_socket_inode(d, up, kind):
     return wait_for(find, timeout=5, what="reaperd's upstream socket")
 
 
+def answering_handler(answer, seen):
+    """An upstream that reads the request to its FIN and writes all of `answer`
+    at once; the harness then closes the socket: FIN after the last byte."""
+
+    def handler(conn):
+        seen["request"] = read_request(conn)
+        conn.settimeout(30)
+        conn.sendall(answer)
+        seen["sent"] = True
+
+    return handler
+
+
 def assert_closed_not_reaped(d):
     """The connection ended as an ordinary close: counted as closed, no reap
     counted, no reap record in the log."""
@@ -75,14 +88,7 @@ def test_download_after_client_half_close_reaches_a_slow_reader(daemon_factory, 
     size = 16 * MiB
     answer = pattern(11, size)
     seen = {}
-
-    def handler(conn):
-        seen["request"] = read_request(conn)
-        conn.settimeout(30)
-        conn.sendall(answer)
-        seen["sent"] = True  # the harness closes the socket: FIN after the last byte
-
-    up = make_upstream(kind, handler, tmp_path)
+    up = make_upstream(kind, answering_handler(answer, seen), tmp_path)
     try:
         d = relay_daemon(daemon_factory, up.address, poll="100ms")
         s = connect_small(d.address("r"), rcvbuf=64 * KiB)
@@ -317,14 +323,7 @@ def test_slow_reader_outlives_every_deadline(daemon_factory):
     size = 5 * MiB
     answer = pattern(16, size)
     seen = {}
-
-    def handler(conn):
-        seen["request"] = read_request(conn)
-        conn.settimeout(30)
-        conn.sendall(answer)
-        seen["sent"] = True
-
-    up = Upstream(handler)
+    up = Upstream(answering_handler(answer, seen))
     try:
         keepalive = {"keepalive_idle": "1s", "keepalive_interval": "1s", "keepalive_count": 2}
         d = relay_daemon(daemon_factory, up.address, poll="200ms", defaults=keepalive, half_close_timeout="2s")

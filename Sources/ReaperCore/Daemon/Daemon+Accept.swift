@@ -96,11 +96,7 @@ extension Daemon {
             ("REAPERD_LISTENER", endpoint.listener.name), ("REAPERD_ADDRESS", endpoint.address),
             ("REAPERD_ERROR", "\(error)"), ("REAPERD_SUPPRESSED", "\(endpoint.failuresUnlogged)"),
         ]
-        if level == .err {
-            logger.error(message, fields, event: .acceptPaused)
-        } else {
-            logger.warning(message, fields, event: .acceptPaused)
-        }
+        logger.log(level, message, fields, event: .acceptPaused)
         endpoint.failureLoggedAt = now
         endpoint.failuresUnlogged = 0
     }

@@ -234,15 +234,18 @@ final class Connection: EventHandler {
     private func recordFault(_ side: Side, _ error: Errno) {
         if side == .client { clientFault = clientFault ?? error } else { upstreamFault = upstreamFault ?? error }
         let pool = owner.pipes
-        if isEcho {
-            inbound.abandon(pool)
-        } else if side == .client {
-            outbound.abandon(pool)
-            inbound.resetAtEnd = true
-        } else {
-            inbound.abandon(pool)
-            outbound.resetAtEnd = true
-        }
+        withFlow(to: side) { $0.abandon(pool) }
+        withFlow(from: side) { $0.resetAtEnd = true }
+    }
+
+    /// The flow that reads from `side` (in echo mode the one flow both ways).
+    private func withFlow(from side: Side, _ body: (inout Flow) -> Void) {
+        if side == .upstream && !isEcho { body(&outbound) } else { body(&inbound) }
+    }
+
+    /// The flow that writes to `side`.
+    private func withFlow(to side: Side, _ body: (inout Flow) -> Void) {
+        if side == .client && !isEcho { body(&outbound) } else { body(&inbound) }
     }
 
     /// The kernel gave up on a peer. With data toward the client in flight the
@@ -297,13 +300,7 @@ final class Connection: EventHandler {
                 }
                 recordFault(failure.side, failure.errno)
                 // Linux returns every queued byte before a read fails.
-                if failure.reading {
-                    if failure.side == .upstream && !isEcho {
-                        outbound.endSource(reset: true)
-                    } else {
-                        inbound.endSource(reset: true)
-                    }
-                }
+                if failure.reading { withFlow(from: failure.side) { $0.endSource(reset: true) } }
             }
         }
         if delivered > 0 { lastActivity = owner.loop.now }
@@ -439,16 +436,19 @@ final class Connection: EventHandler {
     /// A side failed and the connection is delivering what it still can.
     var hasFault: Bool { clientFault != nil || upstreamFault != nil }
 
-    /// Changes whenever a byte moves or a flow changes state: a wake-up that
-    /// leaves it as it was did nothing.
-    private var progressMark: UInt64 {
-        var mark = inbound.bytes &+ UInt64(inbound.pending) &+ (outbound.bytes &+ UInt64(outbound.pending)) &<< 1
-        for (index, flag) in [
-            inbound.sourceClosed, inbound.finished, outbound.sourceClosed, outbound.finished, hasFault,
-        ].enumerated() where flag {
-            mark &+= 1 &<< UInt64(58 + index)
-        }
-        return mark
+    /// Changes whenever a byte is read or written or a flow changes state: a
+    /// wake-up that leaves it as it was did nothing. Taken twice per event, so
+    /// it is plain arithmetic: bytes read are `bytes + pending`.
+    private var progressMark: (read: UInt64, written: UInt64, states: UInt8) {
+        var states: UInt8 = hasFault ? 1 : 0
+        if inbound.sourceClosed { states |= 2 }
+        if inbound.finished { states |= 4 }
+        if outbound.sourceClosed { states |= 8 }
+        if outbound.finished { states |= 16 }
+        return (
+            inbound.bytes &+ UInt64(inbound.pending) &+ outbound.bytes &+ UInt64(outbound.pending),
+            inbound.bytes &+ outbound.bytes, states
+        )
     }
 
     /// Reaps now, for `reason` (the reaper and `reaperctl reap` call this).

@@ -101,6 +101,8 @@ public final class NotifySender: EventHandler {
     /// Takes back stores of `name` still waiting here (PID 1 never saw them);
     /// returns how many.
     func withdrawStores(named name: String) -> Int {
+        // The usual case on every connection close: everything went out at once.
+        guard pendingCount > 0 else { return 0 }
         let before = pendingCount
         removeWaiting { $0.kind == .store(name: name) }
         return before - pendingCount
