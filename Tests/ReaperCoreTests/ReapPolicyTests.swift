@@ -135,3 +135,53 @@ import Testing
                 == now.adding(.seconds(60)))
     }
 }
+
+/// Silence counts bytes that move anywhere: through reaperd, or out of the
+/// kernel's queues (the randomized relay test's seed 69 once found a living
+/// upload reaped while its megabytes drained from a send queue).
+@Suite struct SilenceTests {
+    let start = Instant(nanoseconds: 1_000_000_000_000)
+
+    func at(_ milliseconds: Int64) -> Instant { start.adding(.milliseconds(milliseconds)) }
+
+    @Test func bytesDrainingFromTheKernelAreNotSilence() {
+        // reaperd last moved a byte 5 s ago; the kernel's counters moved 100 ms ago.
+        let silence = ReapPolicy.Silence(
+            relayMovedAt: at(0), kernelMovedAt: at(4900), halfClosedAt: at(1000), now: at(5000))
+        #expect(silence.afterHalfClose == .milliseconds(100))
+        #expect(silence.idleFor == .milliseconds(100))
+        var settings = ConnectionSettings.defaults
+        settings.halfCloseTimeout = .seconds(1)
+        let observation = SweepObservation(
+            client: nil, upstream: nil, bytesMoved: false, idleFor: silence.idleFor,
+            halfCloseSilence: silence.afterHalfClose)
+        #expect(ReapPolicy.decide(observation, settings: settings) == nil)
+    }
+
+    @Test func silenceAfterAHalfCloseStartsAtTheFINAtTheEarliest() {
+        let silence = ReapPolicy.Silence(
+            relayMovedAt: at(0), kernelMovedAt: at(0), halfClosedAt: at(3000), now: at(5000))
+        #expect(silence.afterHalfClose == .seconds(2))
+        #expect(silence.idleFor == .seconds(5))
+        #expect(
+            ReapPolicy.Silence(relayMovedAt: at(0), kernelMovedAt: at(0), halfClosedAt: nil, now: at(5000))
+                .afterHalfClose == nil)
+    }
+
+    @Test func kernelCountersMoveOnlyWhenTheyChange() {
+        var watch = ReaperWatch()
+        var info = TCPInfo()
+        info.bytesAcked = 100
+        info.bytesReceived = 50
+        let first = watch.noteKernelBytes(info, upstream: false, now: at(10))
+        let unchanged = watch.noteKernelBytes(info, upstream: false, now: at(20))
+        #expect(first && !unchanged)
+        #expect(watch.kernelMovedAt == at(10))
+        // The upstream socket keeps its own count.
+        let upstream = watch.noteKernelBytes(info, upstream: true, now: at(30))
+        info.bytesAcked += 1
+        let acked = watch.noteKernelBytes(info, upstream: false, now: at(40))
+        #expect(upstream && acked)
+        #expect(watch.kernelMovedAt == at(40))
+    }
+}

@@ -80,6 +80,22 @@ public enum ReapPolicy {
         return nil
     }
 
+    /// How long a connection has been silent. A byte moved when reaperd moved
+    /// it, or when the kernel's byte counters on either socket changed: bytes
+    /// reaperd handed the kernel long ago still drain to a slow reader while
+    /// reaperd's own counters stand still, and that is not silence. After a
+    /// half-close the silence counts from the FIN at the earliest.
+    public struct Silence: Sendable, Equatable {
+        public let idleFor: Duration
+        public let afterHalfClose: Duration?
+
+        public init(relayMovedAt: Instant, kernelMovedAt: Instant, halfClosedAt: Instant?, now: Instant) {
+            let lastMoved = max(relayMovedAt, kernelMovedAt)
+            idleFor = now.since(lastMoved)
+            afterHalfClose = halfClosedAt.map { now.since(max($0, lastMoved)) }
+        }
+    }
+
     /// The kernel gave up on the client (`Errno.isPeerUnreachable`). With data
     /// in flight it was the user timeout (or retransmission limit); with nothing
     /// in flight, the keepalive probes. A client that closed normally never

@@ -88,13 +88,12 @@ enum Reaper {
         // `inspect` may have ended it (a dead peer reaped, a reset finished).
         guard connection.phase == .relaying else { return sockets }
 
-        // Silence is time since a byte last moved, through reaperd or through the
-        // kernel's queues; after a half-close it counts from the FIN at the earliest.
-        let lastMoved = max(connection.lastActivity, watch.kernelMovedAt)
+        let silence = ReapPolicy.Silence(
+            relayMovedAt: connection.lastActivity, kernelMovedAt: watch.kernelMovedAt,
+            halfClosedAt: connection.halfClosedAt, now: now)
         let observation = SweepObservation(
             client: client, upstream: upstream, faulted: connection.hasFault, bytesMoved: moved,
-            idleFor: now.since(lastMoved),
-            halfCloseSilence: connection.halfClosedAt.map { now.since(max($0, lastMoved)) },
+            idleFor: silence.idleFor, halfCloseSilence: silence.afterHalfClose,
             bytesWaitingForClient: connection.bytesWaitingForClient)
         watch.health = ReapPolicy.health(observation)
         watch.probes = max(client?.probes ?? 0, upstream?.probes ?? 0)

@@ -79,6 +79,20 @@ import Testing
         #expect(after >= 0.3 && after < 3.0, "reaped after \(after) s")
     }
 
+    /// An upstream that greets and resets before the relay has seen its connect
+    /// complete: the greeting is still delivered, then the reset passes on (it
+    /// is no connect failure: the upstream did answer).
+    @Test func greetingBeforeAnImmediateResetIsDelivered() {
+        var relayCase = RelayCase()
+        relayCase.client.sends = 0
+        relayCase.client.ending = .fin(afterMilliseconds: 200)
+        relayCase.server.sends = 100
+        relayCase.server.ending = .reset(afterBytes: 100)
+        let outcome = relayCase.run()
+        #expect(outcome.failures.isEmpty, "\(outcome.failures)")
+        #expect(outcome.clientReceived == 100)
+    }
+
     /// A reset passes on as a reset, after the bytes that came before it: the
     /// client reads a prefix of the answer, then ECONNRESET, never a clean EOF.
     @Test(arguments: [true, false])

@@ -439,6 +439,8 @@ struct RelayCase: CustomStringConvertible {
         /// Wake-ups that moved nothing while the client was not reading.
         var idleWakeupsWhileClientPaused: UInt64 = 0
         var peerOperations = 0
+        /// Bytes the client peer read.
+        var clientReceived = 0
         var seconds = 0.0
         /// From the start of the case to the connection's end.
         var endedAfter: Double?
@@ -532,6 +534,7 @@ struct RelayCase: CustomStringConvertible {
         outcome.wakeups = connection.wakeups
         outcome.idleWakeups = connection.idleWakeups
         outcome.peerOperations = clientPeer.operations + (serverPeer?.operations ?? 0)
+        outcome.clientReceived = clientPeer.received
         outcome.seconds = Instant.now().since(started).secondsAsDouble
         outcome.endedAfter = owner.endedAt.map { $0.since(started).secondsAsDouble }
         outcome.failures += verify(client: clientPeer, server: serverPeer, connection: connection, owner: owner)
