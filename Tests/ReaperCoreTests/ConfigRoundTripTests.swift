@@ -98,6 +98,7 @@ struct ConfigRoundTripTests {
             shutdown_grace = 10s
             max_connections = 100000
             fd_store = auto
+            fd_store_min_age = 2s
 
             [defaults]
             keepalive = yes

@@ -17,7 +17,9 @@ import Testing
     }
 
     @Test func storedNamesRoundTrip() {
-        #expect(StoredName(parsing: StoredName.client(id: 17, listener: "pg-1").text).map(\.text) == "c@17@pg-1")
+        #expect(
+            StoredName(parsing: StoredName.client(id: 17, listener: "pg-1", acceptedAtMilliseconds: nil).text)
+                .map(\.text) == "c@17@pg-1")
         #expect(StoredName(parsing: "u@3@db").map(\.text) == "u@3@db")
         #expect(StoredName.listener("pg", address: "[::]:6432") == "l@pg@[__]_6432")
         if case .listener(let name) = StoredName(parsing: "l@pg@127.0.0.1_6432") {

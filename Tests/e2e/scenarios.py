@@ -455,6 +455,105 @@ def scenario_restart_many():
         server.kill()
 
 
+def churn_worker(port, seconds, threads, counter):
+    """Connect, one 64 B echo, close, as fast as it goes (a child process)."""
+    stop = time.monotonic() + seconds
+    done = [0] * threads
+    payload = b"c" * 63 + b"\n"
+
+    def loop(index):
+        while time.monotonic() < stop:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    s.sendall(payload)
+                    got = b""
+                    while len(got) < len(payload):
+                        chunk = s.recv(128)
+                        if not chunk:
+                            break
+                        got += chunk
+                    if got == payload:
+                        done[index] += 1
+            except OSError:
+                pass
+
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    with counter.get_lock():
+        counter.value += sum(done)
+
+
+def pid1_cpu_seconds():
+    """The container's PID 1 (systemd): user + system CPU time so far."""
+    with open(f"/proc/{CT_PID}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scenario_store_churn():
+    """What churn costs PID 1 with the descriptor store on: 1000 idle relayed
+    connections held, then 32 clients doing connect / 64 B echo / close. With
+    fd_store_min_age (default 2 s) short connections never reach PID 1; with 0,
+    every one is stored and removed (systemd 252 compares each stored descriptor
+    with every one it holds). Reported next to fd_store = no."""
+    import multiprocessing
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    port = UPSTREAM_PORT + 2
+    held_count = int(os.environ.get("REAPERD_E2E_CHURN_HELD", "1000"))
+    seconds = float(os.environ.get("REAPERD_E2E_CHURN_SECONDS", "8"))
+    ready = multiprocessing.Event()
+    server = multiprocessing.Process(target=selector_echo_server, args=(port, ready), daemon=True)
+    server.start()
+    results = {}
+    try:
+        assert ready.wait(10) and server.is_alive(), "the upstream service did not start"
+        base = CONFIG.replace(f"upstream = 127.0.0.1:{UPSTREAM_PORT}", f"upstream = 127.0.0.1:{port}") \
+            .replace("max_connections = 2000", "max_connections = 10000").replace("keepalive_idle = 1s", "keepalive_idle = 60s")
+        write_ct("/etc/systemd/system/reaperd.service.d/e2e.conf", DROPIN)
+        in_ct("systemctl", "daemon-reload")
+        for mode, extra in (("min age 2s", "fd_store_min_age = 2s\n"), ("min age 0", "fd_store_min_age = 0\n"),
+                            ("fd_store = no", "fd_store = no\n")):
+            write_ct("/etc/reaperd/reaperd.conf", base.replace("[daemon]\n", "[daemon]\n" + extra))
+            in_ct("systemctl", "restart", "reaperd.service")
+            held = [socket.create_connection(("127.0.0.1", LISTEN_PORT), timeout=10) for _ in range(held_count)]
+            assert round_trip_all(held) == held_count, f"{mode}: the held connections do not relay"
+            if mode != "fd_store = no":
+                wait_for(lambda: int(prop("reaperd.service", "NFileDescriptorStore") or 0) >= 2 * held_count + 1, 60,
+                         f"{mode}: the {held_count} held connections in the store")
+            counter = multiprocessing.Value("q", 0)
+            cpu_before = pid1_cpu_seconds()
+            started = time.monotonic()
+            workers = [multiprocessing.Process(target=churn_worker, args=(LISTEN_PORT, seconds, 16, counter))
+                       for _ in range(2)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join(seconds + 30)
+            elapsed = time.monotonic() - started
+            cpu = pid1_cpu_seconds() - cpu_before
+            rate = counter.value / elapsed
+            results[mode] = (rate, cpu / elapsed)
+            in_ct("systemctl", "stop", "reaperd.service")
+            for s in held:
+                s.close()
+    finally:
+        server.kill()
+    rate, share = results["min age 2s"]
+    rate0, share0 = results["min age 0"]
+    rate_no, _ = results["fd_store = no"]
+    per_thousand = share / (rate / 1000) if rate else float("inf")
+    print(f"churn beside {held_count} held connections: min age 2s {rate:.0f}/s, PID 1 {share * 100:.1f}% of a core "
+          f"({per_thousand * 100:.2f}% per 1000/s); min age 0 {rate0:.0f}/s, PID 1 {share0 * 100:.1f}%; "
+          f"fd_store = no {rate_no:.0f}/s; rate with the store {rate / rate_no:.2f}x without")
+    assert rate > 0 and rate_no > 0, results
+    assert per_thousand < 0.03, f"PID 1 spent {per_thousand * 100:.1f}% of a core per 1000 connections/s"
+
+
 def scenario_socket_activation():
     """reaperd.socket passes a socket named pg that serves [listener:pg]."""
     up = Upstream(UPSTREAM_PORT)

@@ -147,7 +147,7 @@ def test_descriptor_store_messages_share_the_ordered_notify_queue(daemon_factory
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     receiver.bind(path)
     d = daemon_factory([listener_section("e", "127.0.0.1:0", mode="echo")],
-                       daemon_keys={"fd_store": "yes"}, env={"NOTIFY_SOCKET": path})
+                       daemon_keys={"fd_store": "yes", "fd_store_min_age": "0"}, env={"NOTIFY_SOCKET": path})
     d.start()
     clients = [socket.create_connection(d.address("e"), timeout=2) for _ in range(15)]
     for i, s in enumerate(clients):

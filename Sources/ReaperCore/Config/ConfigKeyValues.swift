@@ -21,6 +21,8 @@ extension DaemonKey {
             daemon.maxConnections = try ConfigValues.integer(value, in: 1...10_000_000)
         case .fdStore:
             daemon.fdStore = try ConfigValues.choice(value, of: FDStoreMode.self)
+        case .fdStoreMinAge:
+            daemon.fdStoreMinAge = try ConfigValues.duration(value, in: 0...hour)
         }
     }
 }

@@ -8,6 +8,7 @@ enum DaemonKey: String, CaseIterable {
     case shutdownGrace = "shutdown_grace"
     case maxConnections = "max_connections"
     case fdStore = "fd_store"
+    case fdStoreMinAge = "fd_store_min_age"
 }
 
 /// Keys of `[defaults]`, which every listener section may also set.

@@ -16,6 +16,10 @@ public struct DaemonSettings: Hashable, Sendable {
     public var maxConnections: Int
     /// Hand connections to systemd's file descriptor store.
     public var fdStore: FDStoreMode
+    /// A connection goes to the store once it has lived this long, 0 ... 1 h
+    /// (0: at once). Short connections then never cost PID 1 anything: systemd
+    /// 252 compares each stored descriptor with every one it holds.
+    public var fdStoreMinAge: Duration
 
     /// The control socket path used when the file does not set one.
     public static let defaultControlSocket = "/run/reaperd/control.sock"
@@ -32,7 +36,8 @@ public struct DaemonSettings: Hashable, Sendable {
         pollInterval: Duration = .seconds(1),
         shutdownGrace: Duration = .seconds(10),
         maxConnections: Int = 100_000,
-        fdStore: FDStoreMode = .auto
+        fdStore: FDStoreMode = .auto,
+        fdStoreMinAge: Duration = .seconds(2)
     ) {
         self.controlSocket = controlSocket
         self.metrics = metrics
@@ -42,5 +47,6 @@ public struct DaemonSettings: Hashable, Sendable {
         self.shutdownGrace = shutdownGrace
         self.maxConnections = maxConnections
         self.fdStore = fdStore
+        self.fdStoreMinAge = fdStoreMinAge
     }
 }

@@ -34,6 +34,7 @@ extension DaemonKey {
         case .shutdownGrace: ConfigDuration.text(daemon.shutdownGrace)
         case .maxConnections: "\(daemon.maxConnections)"
         case .fdStore: daemon.fdStore.rawValue
+        case .fdStoreMinAge: ConfigDuration.text(daemon.fdStoreMinAge)
         }
     }
 }

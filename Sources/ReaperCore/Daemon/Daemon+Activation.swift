@@ -27,11 +27,17 @@ extension Daemon {
         guard kind != expected else { return true }
         let what = expected == .listeningStream ? "listening socket" : "connection socket"
         let should = expected == .listeningStream ? "a listening stream socket" : "a stream connection"
+        dropStored(socket, what: what, because: "is not \(should) (\(kind))")
+        return false
+    }
+
+    /// Logs, removes from the store and closes a socket the store gave back
+    /// that cannot be used.
+    func dropStored(_ socket: ActivatedSocket, what: String = "socket", because why: String) {
         logger.warning(
-            "stored \(what) \(socket.name) is not \(should) (\(kind)); closed and removed from the store",
-            [("REAPERD_FDNAME", socket.name), ("REAPERD_KIND", "\(kind)")])
+            "stored \(what) \(socket.name) \(why); closed and removed from the store",
+            [("REAPERD_FDNAME", socket.name), ("REAPERD_KIND", "\(socket.kind)")])
         unstore(socket.name)
         FileDescriptor(owning: socket.descriptor).close()
-        return false
     }
 }

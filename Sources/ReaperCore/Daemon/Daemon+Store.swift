@@ -1,7 +1,61 @@
-/// Connections that survive restarts and crashes: every established connection's
-/// sockets and every listening socket sit in systemd's file descriptor store,
-/// and come back to the next reaperd process.
+/// Connections that survive restarts and crashes: every connection that has
+/// lived `fd_store_min_age` and every listening socket sit in systemd's file
+/// descriptor store, and come back to the next reaperd process.
+///
+/// This file alone decides what is stored, under which name, and when it is
+/// removed; it alone writes `Connection.storedNames`. Invariants:
+/// - A connection is stored whole or not at all: both sockets, or neither.
+/// - While stored, PID 1 holds a duplicate of each socket, so closing ours does
+///   not take it out of epoll: `Connection.end` deregisters explicitly (and only
+///   then; an unstored socket's close(2) leaves the set by itself).
+/// - Every name stored is removed exactly once: when the connection ends
+///   (`unstoreConnection`), or when a recovered one cannot be adopted. A store
+///   still waiting in the notify queue is withdrawn instead (PID 1 never saw it).
+/// - On SIGTERM every living connection not yet stored is stored before exit,
+///   so `systemctl restart` keeps all of them; only a crash loses the youngest.
 extension Daemon {
+    /// Hands both sockets of `connection` to the store, or neither.
+    func storeConnection(_ connection: Connection) {
+        guard let store, !connection.isStored, connection.phase == .relaying,
+            let client = connection.clientDescriptor
+        else { return }
+        let names = StoredName.names(for: connection)
+        guard store.store(client, name: names.client) else { return storeSkipped() }
+        if let upstreamName = names.upstream {
+            guard let upstream = connection.upstreamDescriptor, store.store(upstream, name: upstreamName) else {
+                // Half a pair is useless after a restart: take the client side back.
+                unstore(names.client)
+                return storeSkipped()
+            }
+        }
+        connection.storedNames = names
+    }
+
+    /// The sweep's part: a connection is stored once it has lived
+    /// `fd_store_min_age`, so connections shorter than that never reach PID 1.
+    func storeIfDue(_ connection: Connection, now: Instant) {
+        guard store != nil, !connection.isStored, connection.phase == .relaying,
+            now.since(connection.startedAt) >= configuration.daemon.fdStoreMinAge
+        else { return }
+        storeConnection(connection)
+    }
+
+    /// The connection is ending: its names leave the store.
+    func unstoreConnection(_ connection: Connection) {
+        guard let names = connection.storedNames else { return }
+        // FIN now, although PID 1 still holds a copy until it reads the removal;
+        // it also drops a copy whose socket hangs up, should the removal be lost.
+        // A reset passed on must stay a reset: SO_LINGER 0 is set, and the RST
+        // goes out when PID 1 closes its copy; a FIN now would say "complete".
+        if !connection.endsWithReset {
+            if let fd = connection.clientDescriptor { Sockets.shutdownBoth(fd) }
+            if let fd = connection.upstreamDescriptor { Sockets.shutdownBoth(fd) }
+        }
+        unstore(names.client)
+        if let upstream = names.upstream { unstore(upstream) }
+        connection.storedNames = nil
+    }
+
     /// A stored listening socket for this listener and address, taken out of
     /// the received list so it is adopted once.
     func adoptStoredListener(_ listener: String, endpoint: Endpoint) -> ActivatedSocket? {
@@ -37,11 +91,15 @@ extension Daemon {
     /// meanwhile, or whose listener is gone, are closed and removed from the store.
     func recoverStoredConnections() {
         guard !storedConnections.isEmpty else { return }
-        var clients: [UInt64: (listener: String, fd: Int32, name: String)] = [:]
+        var clients: [UInt64: (listener: String, fd: Int32, name: String, acceptedAt: Instant?)] = [:]
         var upstreams: [UInt64: (fd: Int32, name: String)] = [:]
         for socket in storedConnections {
             switch StoredName(parsing: socket.name) {
-            case .client(let id, let listener): clients[id] = (listener, socket.descriptor, socket.name)
+            case .client(let id, let listener, let accepted):
+                let acceptedAt = accepted.map {
+                    Instant(nanoseconds: $0.multipliedReportingOverflow(by: 1_000_000).partialValue)
+                }
+                clients[id] = (listener, socket.descriptor, socket.name, acceptedAt)
             case .upstream(let id, _): upstreams[id] = (socket.descriptor, socket.name)
             default: break
             }
@@ -72,7 +130,8 @@ extension Daemon {
     }
 
     private func adopt(
-        id: UInt64, client: (listener: String, fd: Int32, name: String), upstream: (fd: Int32, name: String)?
+        id: UInt64, client: (listener: String, fd: Int32, name: String, acceptedAt: Instant?),
+        upstream: (fd: Int32, name: String)?
     )
         -> Bool
     {
@@ -90,7 +149,9 @@ extension Daemon {
         let upstreamFD: FileDescriptor? = if let upstream { FileDescriptor(owning: upstream.fd) } else { nil }
         let connection = Connection(
             recoveredID: id, listener: state, client: FileDescriptor(owning: client.fd), peer: peer,
-            upstream: upstreamFD, upstreamAddress: upstreamAddress, owner: self, now: loop.now)
+            upstream: upstreamFD, upstreamAddress: upstreamAddress,
+            storedAs: StoredNames(client: client.name, upstream: upstream?.name), acceptedAt: client.acceptedAt,
+            owner: self, now: loop.now)
         state.open += 1
         table.add(connection)
         return connection.resume()
@@ -107,13 +168,24 @@ extension Daemon {
     /// SIGTERM with the store in use: systemd keeps the sockets whether this is a
     /// restart (they come back) or a stop (systemd closes them). So stop reading,
     /// let the bytes already inside reaperd reach their destination, and exit
-    /// without closing any connection. Bounded by `shutdown_grace`.
+    /// without closing any connection. Connections younger than
+    /// `fd_store_min_age` are stored now, and the exit waits until PID 1 has
+    /// taken every message. Bounded by `shutdown_grace`.
     func shutdownIntoStore() {
-        for connection in table.all { connection.draining = true }
+        for connection in table.all {
+            connection.draining = true
+            storeConnection(connection)
+        }
         let deadline = loop.now.adding(configuration.daemon.shutdownGrace)
         func check() {
             let holding = table.all.filter(\.holdsBytes).count
-            if holding == 0 || loop.now >= deadline {
+            let flushed = store?.isFlushed ?? true
+            if (holding == 0 && flushed) || loop.now >= deadline {
+                if !flushed {
+                    logger.warning(
+                        "the file descriptor store had not taken every connection when shutdown_grace ran out",
+                        [("REAPERD_CONNECTIONS", "\(table.count)")])
+                }
                 if holding > 0 {
                     logger.warning(
                         "\(holding) connections still held bytes when shutdown_grace ran out; those bytes are lost",

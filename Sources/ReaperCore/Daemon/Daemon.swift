@@ -58,10 +58,12 @@ public final class Daemon: ConnectionOwner {
         self.store = store
         var fromUnit: [ActivatedSocket] = []
         var connectionSides: [ActivatedSocket] = []
+        var unreadable: [ActivatedSocket] = []
         for socket in activated {
             switch StoredName(parsing: socket.name) {
             case .listener: storedListeners.append(socket)
             case .client, .upstream: connectionSides.append(socket)
+            case nil where StoredName.isReaperds(socket.name): unreadable.append(socket)
             case nil: fromUnit.append(socket)
             }
         }
@@ -72,6 +74,9 @@ public final class Daemon: ConnectionOwner {
         store?.attach(to: loop)
         // A socket unit's sockets of the wrong kind are refused by start(); the
         // store's are dropped here.
+        // A stored name this version cannot read (another version's, or garbled)
+        // is no reason to stay down: dropped, like a socket of the wrong kind.
+        for socket in unreadable { dropStored(socket, because: "has a name this reaperd cannot read") }
         storedListeners = storedListeners.filter { admitStored($0, as: .listeningStream) }
         storedConnections = connectionSides.filter { admitStored($0, as: .stream) }
     }
@@ -138,40 +143,15 @@ public final class Daemon: ConnectionOwner {
     // MARK: ConnectionOwner
 
     func connectionEstablished(_ connection: Connection) {
-        guard let store, let client = connection.clientDescriptor else { return }
-        let clientName = StoredName.client(id: connection.id, listener: connection.listener.name).text
-        guard store.store(client, name: clientName) else { return storeSkipped() }
-        if let upstream = connection.upstreamDescriptor {
-            let upstreamName = StoredName.upstream(id: connection.id, listener: connection.listener.name).text
-            guard store.store(upstream, name: upstreamName) else {
-                // Half a pair is useless after a restart: take the client side back.
-                unstore(clientName)
-                return storeSkipped()
-            }
-        }
-        connection.isStored = true
+        // With a minimum age the sweep stores it once it has lived that long.
+        if configuration.daemon.fdStoreMinAge == .zero { storeConnection(connection) }
     }
 
-    func connectionClosing(_ connection: Connection) {
-        guard connection.isStored else { return }
-        // FIN now, although PID 1 still holds a copy until it reads the removal;
-        // it also drops a copy whose socket hangs up, should the removal be lost.
-        // A reset passed on must stay a reset: SO_LINGER 0 is set, and the RST
-        // goes out when PID 1 closes its copy; a FIN now would say "complete".
-        if !connection.endsWithReset {
-            if let fd = connection.clientDescriptor { Sockets.shutdownBoth(fd) }
-            if let fd = connection.upstreamDescriptor { Sockets.shutdownBoth(fd) }
-        }
-        unstore(StoredName.client(id: connection.id, listener: connection.listener.name).text)
-        if !connection.isEcho {
-            unstore(StoredName.upstream(id: connection.id, listener: connection.listener.name).text)
-        }
-        connection.isStored = false
-    }
+    func connectionClosing(_ connection: Connection) { unstoreConnection(connection) }
 
     func unstore(_ name: String) { store?.remove(name: name) }
 
-    private func storeSkipped() {
+    func storeSkipped() {
         storeSkips += 1
         let now = loop.now
         if storeWarnedAt.map({ now.since($0) >= .seconds(60) }) ?? true {

@@ -41,6 +41,7 @@ extension Daemon {
             let connection = table.all[index]
             index -= 1
             sockets += Reaper.examine(connection, now: started)
+            storeIfDue(connection, now: started)
         }
         sweepStats.record(seconds: Instant.now().since(started).secondsAsDouble, sockets: sockets)
         publishStatus()

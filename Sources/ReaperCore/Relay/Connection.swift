@@ -59,8 +59,10 @@ final class Connection: EventHandler {
     private(set) var idleWakeups: UInt64 = 0
     /// Position in the daemon's connection table, for O(1) removal.
     var tableIndex = -1
-    /// Both sockets are in systemd's file descriptor store.
-    var isStored = false
+    /// The names both sockets have in systemd's file descriptor store; written
+    /// only by the daemon's store code (Daemon+Store), nil while not stored.
+    var storedNames: StoredNames?
+    var isStored: Bool { storedNames != nil }
     /// Shutting down into the store: read nothing more, so reaperd's pipes empty.
     var draining = false {
         didSet { if phase == .relaying { updateInterest() } }
@@ -80,7 +82,7 @@ final class Connection: EventHandler {
 
     init(
         id: UInt64, listener: ListenerState, client: consuming FileDescriptor, peer: SocketAddress,
-        upstream: SocketAddress?, owner: any ConnectionOwner, now: Instant
+        upstream: SocketAddress?, owner: any ConnectionOwner, now: Instant, acceptedAt: Instant? = nil
     ) {
         self.id = id
         self.listener = listener
@@ -89,7 +91,8 @@ final class Connection: EventHandler {
         self.upstreamAddress = upstream
         self.upstreamIsTCP = upstream.map { !$0.isUnix } ?? false
         self.owner = owner
-        self.startedAt = now
+        // A time from the future (a name from before a reboot) is no age at all.
+        self.startedAt = acceptedAt.map { min($0, now) } ?? now
         self.lastActivity = now
     }
 
@@ -111,14 +114,17 @@ final class Connection: EventHandler {
 
     /// A connection received back from systemd's file descriptor store after a
     /// restart: both sides connected already, nothing in flight inside reaperd.
+    /// `acceptedAt` is the original accept time when the stored name carried it.
     convenience init(
         recoveredID id: UInt64, listener: ListenerState, client: consuming FileDescriptor, peer: SocketAddress,
-        upstream: consuming FileDescriptor?, upstreamAddress: SocketAddress?, owner: any ConnectionOwner, now: Instant
+        upstream: consuming FileDescriptor?, upstreamAddress: SocketAddress?, storedAs names: StoredNames,
+        acceptedAt: Instant?, owner: any ConnectionOwner, now: Instant
     ) {
         self.init(
-            id: id, listener: listener, client: client, peer: peer, upstream: upstreamAddress, owner: owner, now: now)
+            id: id, listener: listener, client: client, peer: peer, upstream: upstreamAddress, owner: owner,
+            now: now, acceptedAt: acceptedAt)
         self.upstream = upstream
-        isStored = true
+        storedNames = names
     }
 
     /// Starts watching a recovered connection.

@@ -12,6 +12,8 @@ public protocol DescriptorStore: AnyObject {
     func adopted(_ count: Int)
     /// Lets the store wait for its socket to become writable on `loop`.
     func attach(to loop: EventLoop)
+    /// Every store and removal has gone out to PID 1.
+    var isFlushed: Bool { get }
 }
 
 /// The store, spoken to over NOTIFY_SOCKET through the daemon's one
@@ -35,6 +37,8 @@ public final class SystemdDescriptorStore: DescriptorStore {
     }
 
     public func attach(to loop: EventLoop) { sender.attach(to: loop) }
+
+    public var isFlushed: Bool { sender.pendingCount == 0 }
 
     public func store(_ descriptor: Int32, name: String) -> Bool {
         guard count < capacity, let copy = try? Files.duplicate(descriptor) else { return false }
@@ -70,20 +74,31 @@ public final class SystemdDescriptorStore: DescriptorStore {
     }
 }
 
+/// The names a connection's two sockets are stored under.
+public struct StoredNames: Sendable, Equatable {
+    public let client: String
+    /// nil in echo mode (one socket).
+    public let upstream: String?
+}
+
 /// Names of stored descriptors. `@` separates the parts because listener names
 /// cannot contain it and systemd forbids `:` in descriptor names.
-public enum StoredName {
+public enum StoredName: Equatable {
     /// A listening socket: `l@LISTENER@ADDRESS` (address with `:` as `_`).
     case listener(String)
-    /// The client side of connection ID: `c@ID@LISTENER`.
-    case client(id: UInt64, listener: String)
+    /// The client side of connection ID: `c@ID@LISTENER@ACCEPTED`, ACCEPTED the
+    /// accept time in CLOCK_MONOTONIC milliseconds (shared by every process
+    /// until a reboot, when the store is gone anyway), so an age survives a
+    /// restart. Names from before it was added have no ACCEPTED part.
+    case client(id: UInt64, listener: String, acceptedAtMilliseconds: UInt64?)
     /// The upstream side of connection ID: `u@ID@LISTENER`.
     case upstream(id: UInt64, listener: String)
 
     public var text: String {
         switch self {
         case .listener(let name): "l@\(name)"
-        case .client(let id, let listener): "c@\(id)@\(listener)"
+        case .client(let id, let listener, let accepted?): "c@\(id)@\(listener)@\(accepted)"
+        case .client(let id, let listener, nil): "c@\(id)@\(listener)"
         case .upstream(let id, let listener): "u@\(id)@\(listener)"
         }
     }
@@ -92,17 +107,40 @@ public enum StoredName {
         "l@\(name)@" + String(address.map { $0 == ":" ? "_" : $0 })
     }
 
-    /// nil for names that are not reaperd's (a socket unit's FileDescriptorName).
+    /// The names a connection is stored under now.
+    static func names(for connection: Connection) -> StoredNames {
+        let accepted = connection.startedAt.nanoseconds / 1_000_000
+        let client = StoredName.client(
+            id: connection.id, listener: connection.listener.name, acceptedAtMilliseconds: accepted)
+        let upstream =
+            connection.isEcho ? nil : StoredName.upstream(id: connection.id, listener: connection.listener.name)
+        return StoredNames(client: client.text, upstream: upstream?.text)
+    }
+
+    /// A name only reaperd makes (`l@`, `c@`, `u@`: no listener or socket unit
+    /// name can contain `@`), whether or not this version understands it.
+    public static func isReaperds(_ text: String) -> Bool {
+        text.hasPrefix("l@") || text.hasPrefix("c@") || text.hasPrefix("u@")
+    }
+
+    /// nil for names that are not reaperd's, or that this version cannot read
+    /// (an id of UInt64.max would overflow the next id: never made, so refused).
     public init?(parsing text: String) {
         let parts = text.split(separator: "@", omittingEmptySubsequences: false).map(String.init)
+        func id(_ part: String) -> UInt64? { UInt64(part).flatMap { $0 < .max ? $0 : nil } }
         switch parts.first {
         case "l" where parts.count == 3 && !parts[1].isEmpty:
             self = .listener(parts[1])
-        case "c" where parts.count == 3:
-            guard let id = UInt64(parts[1]), !parts[2].isEmpty else { return nil }
-            self = .client(id: id, listener: parts[2])
+        case "c" where parts.count == 3 || parts.count == 4:
+            guard let id = id(parts[1]), !parts[2].isEmpty else { return nil }
+            var accepted: UInt64?
+            if parts.count == 4 {
+                guard let value = UInt64(parts[3]) else { return nil }
+                accepted = value
+            }
+            self = .client(id: id, listener: parts[2], acceptedAtMilliseconds: accepted)
         case "u" where parts.count == 3:
-            guard let id = UInt64(parts[1]), !parts[2].isEmpty else { return nil }
+            guard let id = id(parts[1]), !parts[2].isEmpty else { return nil }
             self = .upstream(id: id, listener: parts[2])
         default:
             return nil
