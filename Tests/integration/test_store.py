@@ -173,3 +173,79 @@ def test_a_stored_name_reaperd_cannot_read_is_dropped_not_a_crash(daemon_factory
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def test_a_half_closed_connection_streaming_to_a_slow_reader_survives_a_restart(daemon_factory, tmp_path):
+    """The client asks and half-closes; the upstream streams 8 MiB; the client
+    reads slowly; reaperd restarts in the middle. Its upstream socket has sent
+    its FIN (FIN_WAIT2) and was dropped as "died meanwhile": the client got EOF
+    mid-answer. Every byte must arrive, then EOF."""
+    from conftest import Upstream
+    from helpers_core import pattern, sha256
+    import hashlib
+
+    size = 8 * 1024 * 1024
+    answer = pattern(21, size)
+
+    def handler(conn):
+        request = b""
+        while not request.endswith(b"\n"):
+            chunk = conn.recv(64)
+            if not chunk:
+                break
+            request += chunk
+        assert conn.recv(64) == b"", "the client's FIN did not pass"
+        conn.settimeout(30)
+        for offset in range(0, size, 256 * 1024):
+            conn.sendall(answer[offset:offset + 256 * 1024])
+            time.sleep(0.1)
+
+    up = Upstream(handler)
+    store = StoreSocket(tmp_path / "notify.sock")
+    d = daemon_factory([listener_section("r", "127.0.0.1:0", mode="relay", upstream=up.address)],
+                       daemon_keys={"fd_store": "yes", "fd_store_min_age": "0", "poll_interval": "100ms"},
+                       env={"NOTIFY_SOCKET": store.path})
+    d.start()
+    s = socket.create_connection(d.address("r"), timeout=5)
+    digest = hashlib.sha256()
+    got = 0
+    try:
+        s.sendall(b"GET /stream\n")
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(10)
+
+        def read_for(seconds):
+            nonlocal got
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                chunk = s.recv(64 * 1024)
+                if not chunk:
+                    return True
+                digest.update(chunk)
+                got += len(chunk)
+                time.sleep(0.05)
+            return False
+
+        assert not read_for(1.0), f"EOF after {got} bytes, before the restart"
+        d.proc.terminate()
+        assert d.proc.wait(15) == 0, d.log()
+        with store.lock:
+            names = list(store.stored)
+            sockets = [store.stored[n][0] for n in names]
+        assert any(n.startswith("u@") for n in names), names
+        second, _ = activated_daemon(daemon_factory, tmp_path, names,
+                                     [listener_section("r", "127.0.0.1:0", mode="relay", upstream=up.address)],
+                                     sockets=sockets)
+        wait_for(lambda: second.proc.poll() is not None or second.ctl("status").returncode == 0,
+                 what="the second reaperd to start")
+        assert second.proc.poll() is None, second.log()
+        assert "dropped 0 that had died" in second.log(), second.log()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not read_for(0.5):
+            pass
+        assert (got, digest.hexdigest()) == (size, sha256(answer)), f"{got} of {size} bytes arrived, then EOF"
+        second.stop()
+    finally:
+        s.close()
+        store.close()
+        up.close()

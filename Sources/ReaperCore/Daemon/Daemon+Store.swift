@@ -157,12 +157,17 @@ extension Daemon {
         return connection.resume()
     }
 
-    /// Still a connection worth relaying: established, or half-closed by the
-    /// peer with the other direction open. Unix sockets report no TCP_INFO.
+    /// Still a connection worth relaying: no error, and established or
+    /// half-closed either way (the peer's FIN received, or ours sent while the
+    /// other direction still streams). The flows need no state carried over: a
+    /// side whose peer sent FIN reads end-of-file again, and shutdown(SHUT_WR)
+    /// of a side that already sent its FIN does nothing. Unix sockets report no
+    /// TCP_INFO.
     private static func isAlive(_ fd: Int32) -> Bool {
         if Sockets.pendingError(fd) != nil { return false }
         guard let info = try? TCPInfo.read(fd) else { return (try? Sockets.peerAddress(fd)) != nil }
-        return info.isEstablished || info.state == TCPInfo.State.closeWait.rawValue
+        let open: [TCPInfo.State] = [.established, .closeWait, .finWait1, .finWait2, .closing, .lastAck]
+        return open.contains { $0.rawValue == info.state }
     }
 
     /// SIGTERM with the store in use: systemd keeps the sockets whether this is a
