@@ -249,3 +249,48 @@ def test_a_half_closed_connection_streaming_to_a_slow_reader_survives_a_restart(
         s.close()
         store.close()
         up.close()
+
+
+def test_a_renamed_listener_and_its_connections_survive_reload_and_restart(daemon_factory, tmp_path):
+    """A reload renames a listener but keeps its address. Its stored listening
+    socket stayed under the old name, so the next start bound the address anew
+    (EADDRINUSE under systemd: PID 1 still holds the old socket) and dropped the
+    stored connections as belonging to no listener."""
+    store = StoreSocket(tmp_path / "notify.sock")
+    keys = {"fd_store": "yes", "fd_store_min_age": "0", "poll_interval": "100ms"}
+    d = daemon_factory([listener_section("old", "127.0.0.1:0", mode="echo")], daemon_keys=keys,
+                       env={"NOTIFY_SOCKET": store.path})
+    d.start()
+    clients = [socket.create_connection(d.address("old"), timeout=2) for _ in range(3)]
+    try:
+        for s in clients:
+            assert round_trip(s, b"before\n", timeout=2)
+        wait_for(lambda: len([n for n in store.connection_names() if n.startswith("c@")]) == 3, timeout=5,
+                 what="3 stored connections")
+        d.write_config([listener_section("new", "127.0.0.1:0", mode="echo")])
+        assert d.ctl("reload").returncode == 0, d.log()
+        wait_for(lambda: any(n.startswith("l@new@") for n in store.stored), timeout=5,
+                 what="the listening socket stored under its new name")
+        with store.lock:
+            assert not any(n.startswith("l@old@") for n in store.stored), list(store.stored)
+        d.proc.terminate()
+        assert d.proc.wait(15) == 0, d.log()
+        with store.lock:
+            names = list(store.stored)
+            sockets = [store.stored[n][0] for n in names]
+        second, _ = activated_daemon(daemon_factory, tmp_path, names,
+                                     [listener_section("new", "127.0.0.1:0", mode="echo")], sockets=sockets)
+        wait_for(lambda: second.proc.poll() is not None or second.ctl("status").returncode == 0,
+                 what="the second reaperd to start")
+        assert second.proc.poll() is None, second.log()
+        assert "recovered 3 connections" in second.log(), second.log()
+        for s in clients:
+            assert round_trip(s, b"after\n", timeout=2)
+        assert [c["listener"] for c in second.connections()] == ["new"] * 3
+        with socket.create_connection(second.address("new"), timeout=2) as fresh:
+            assert round_trip(fresh)
+        second.stop()
+    finally:
+        for s in clients:
+            s.close()
+        store.close()

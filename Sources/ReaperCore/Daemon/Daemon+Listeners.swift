@@ -65,8 +65,10 @@ extension Daemon {
                 } else if let configured = item.endpoint,
                     let stored = adoptStoredListener(item.listener.name, endpoint: configured)
                 {
+                    // What the socket is bound to, as for a fresh bind: `:0` got a port.
+                    let bound = (try? Sockets.localAddress(stored.descriptor)).map { "\($0)" } ?? configured.description
                     let endpoint = ListeningEndpoint(
-                        key: item.key, address: configured.description,
+                        key: item.key, address: bound,
                         socket: FileDescriptor(owning: stored.descriptor),
                         listener: placeholder, activated: false, daemon: self)
                     endpoint.isStored = true
@@ -124,7 +126,9 @@ extension Daemon {
         for (index, item) in wanted.enumerated() {
             guard let state = listeners[item.listener.name] else { continue }
             if let endpoint = matched[index] {
+                let previous = endpoint.listener.name
                 endpoint.listener = state
+                if previous != state.name { restoreRenamedListener(endpoint, storedAs: previous) }
                 // listen(2) again takes a new backlog on a listening socket.
                 if !endpoint.activated { try? Sockets.listen(endpoint.socket.raw, backlog: state.connection.backlog) }
                 try? ListeningSocket.configure(endpoint.socket.raw, state.connection)

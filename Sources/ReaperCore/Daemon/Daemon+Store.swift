@@ -76,6 +76,35 @@ extension Daemon {
         unstore(StoredName.listener(endpoint.listener.name, address: endpoint.key))
     }
 
+    /// A reload moved `endpoint` (same address) to another listener, or renamed
+    /// its listener: the stored socket follows under the new name, or the next
+    /// start would not find it and fail to bind its address (EADDRINUSE: PID 1
+    /// still holds the old socket).
+    func restoreRenamedListener(_ endpoint: ListeningEndpoint, storedAs previous: String) {
+        guard endpoint.isStored, !endpoint.activated else { return }
+        unstore(StoredName.listener(previous, address: endpoint.key))
+        endpoint.isStored = storeListener(endpoint)
+    }
+
+    /// The listener a recovered connection belongs to: the one its stored name
+    /// says, or, when that one was renamed or moved since, the one now serving
+    /// the address the client was accepted on.
+    private func listener(named name: String, acceptedOn fd: Int32) -> ListenerState? {
+        if let state = listeners[name], state.configured { return state }
+        guard let local = try? Sockets.localAddress(fd) else { return nil }
+        for endpoint in endpoints {
+            guard let bound = try? Sockets.localAddress(endpoint.socket.raw), bound.family == local.family,
+                bound.port == local.port
+            else { continue }
+            // The same address, or a wildcard listener on that port.
+            let host = bound.description.dropLast("\(bound.port)".count + 1)
+            if bound.description == local.description || host == "0.0.0.0" || host == "[::]" {
+                return endpoint.listener
+            }
+        }
+        return nil
+    }
+
     /// Stored listening sockets the configuration no longer names.
     func releaseUnadoptedListeners() {
         for socket in storedListeners {
@@ -135,7 +164,7 @@ extension Daemon {
     )
         -> Bool
     {
-        guard let state = listeners[client.listener], state.configured,
+        guard let state = listener(named: client.listener, acceptedOn: client.fd),
             (state.settings.mode == .relay) == (upstream != nil),
             Self.isAlive(client.fd), upstream.map({ Self.isAlive($0.fd) }) ?? true,
             let peer = try? Sockets.peerAddress(client.fd),
