@@ -8,6 +8,8 @@
 #include <sys/uio.h>
 #include <netinet/in.h>
 #include <linux/tcp.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 
 #include "CLinuxShim.h"
 
@@ -85,3 +87,7 @@ int cls_tcp_info(int fd, struct cls_tcp_info *out) {
     out->length = len;
     return 0;
 }
+
+int cls_socket_unread(int fd, int *out) { return ioctl(fd, SIOCINQ, out); }
+
+int cls_socket_unacked(int fd, int *out) { return ioctl(fd, SIOCOUTQ, out); }

@@ -46,7 +46,7 @@ KEEPALIVE = {"keepalive_idle": "1s", "keepalive_interval": "1s", "keepalive_coun
 USER_TIMEOUT = 1 + 1 * 2  # user_timeout = auto = idle + interval * count
 SLACK = 1.5  # scheduling slack on every deadline (see test_reaper.py)
 IDLE_CPU = 0.1  # CPU seconds in 2 s that still count as idle
-REASONS = ("keepalive", "user-timeout", "idle-timeout", "half-close-timeout", "upstream-dead", "admin")
+REASONS = ("keepalive", "user-timeout", "idle-timeout", "half-close-timeout", "upstream-dead", "admin", "crash-loss")
 
 
 def relay(name, upstream, **keys):

@@ -25,7 +25,7 @@ from helpers_lossless import (
 from helpers_reaper import reap_records
 
 KiB = 1024
-REASONS = ("keepalive", "user-timeout", "idle-timeout", "half-close-timeout", "upstream-dead", "admin")
+REASONS = ("keepalive", "user-timeout", "idle-timeout", "half-close-timeout", "upstream-dead", "admin", "crash-loss")
 SLACK = 1.5  # scheduling slack on every deadline (reaperctl round trips, a loaded 2-core machine)
 
 

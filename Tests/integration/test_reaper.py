@@ -29,7 +29,7 @@ KEEPALIVE = {"keepalive_idle": "1s", "keepalive_interval": "1s", "keepalive_coun
 IDLE_DEADLINE = 1 + 1 * 2 + POLL  # keepalive_idle + interval * count + poll_interval
 USER_TIMEOUT_DEADLINE = 3.0 + POLL  # user_timeout (auto = 1 + 1*2 s) + poll_interval
 SLACK = 1.5  # scheduling slack on every deadline, see the module docstring
-REASONS = ("keepalive", "user-timeout", "idle-timeout", "half-close-timeout", "upstream-dead", "admin")
+REASONS = ("keepalive", "user-timeout", "idle-timeout", "half-close-timeout", "upstream-dead", "admin", "crash-loss")
 
 
 @pytest.fixture

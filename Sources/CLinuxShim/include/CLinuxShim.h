@@ -78,4 +78,10 @@ struct cls_tcp_info {
 /// getsockopt(fd, IPPROTO_TCP, TCP_INFO); returns 0 or -1 with errno set.
 int cls_tcp_info(int fd, struct cls_tcp_info *out);
 
+/* ioctl(2) is variadic, which Swift cannot call: the two socket queue sizes,
+   SIOCINQ (bytes received and not yet read) and SIOCOUTQ (bytes written and
+   not yet acknowledged, FIN included), into *out. -1 and errno on failure. */
+int cls_socket_unread(int fd, int *out);
+int cls_socket_unacked(int fd, int *out);
+
 #endif

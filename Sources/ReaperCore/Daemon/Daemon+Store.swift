@@ -134,35 +134,60 @@ extension Daemon {
             }
         }
         storedConnections.removeAll()
-        var recovered = 0
-        var dropped = 0
+        var counts = (recovered: 0, dropped: 0, reset: 0)
+        let synBias = CrashAudit.synBias()
+        if synBias == nil {
+            logger.warning(
+                "cannot read the kernel's TCP byte counters: recovered connections are not checked for bytes a crash lost"
+            )
+        }
         for id in clients.keys.sorted() {
             guard let client = clients[id] else { continue }
             let upstream = upstreams.removeValue(forKey: id)
-            if adopt(id: id, client: client, upstream: upstream) {
-                recovered += 1
-            } else {
-                dropped += 1
+            switch adopt(id: id, client: client, upstream: upstream, synBias: synBias) {
+            case .recovered: counts.recovered += 1
+            case .lostBytes: counts.reset += 1
+            case .died:
+                counts.dropped += 1
                 unstore(client.name)
                 if let upstream { unstore(upstream.name) }
+            case .endedAtOnce:
+                // Ended by its first look (its end removed it from the store).
+                counts.dropped += 1
             }
             nextConnectionID = max(nextConnectionID, id + 1)
         }
         for (_, orphan) in upstreams {
-            dropped += 1
+            counts.dropped += 1
             unstore(orphan.name)
             FileDescriptor(owning: orphan.fd).close()
         }
         logger.notice(
-            "recovered \(recovered) connections from the file descriptor store, dropped \(dropped) that had died",
-            [("REAPERD_RECOVERED", "\(recovered)"), ("REAPERD_DROPPED", "\(dropped)")], event: .start)
+            "recovered \(counts.recovered) connections from the file descriptor store, "
+                + "dropped \(counts.dropped) that had died, "
+                + "reset \(counts.reset) that lost bytes in a crash",
+            [
+                ("REAPERD_RECOVERED", "\(counts.recovered)"), ("REAPERD_DROPPED", "\(counts.dropped)"),
+                ("REAPERD_CRASH_LOSS", "\(counts.reset)"),
+            ], event: .start)
+    }
+
+    /// What became of one stored pair.
+    private enum Adoption {
+        case recovered
+        /// Reset and reaped as `crash-loss` (removed from the store by its end).
+        case lostBytes
+        /// Dead, of the wrong kind, or its listener gone: closed, still stored.
+        case died
+        /// Adopted, but it ended at its first look.
+        case endedAtOnce
     }
 
     private func adopt(
         id: UInt64, client: (listener: String, fd: Int32, name: String, acceptedAt: Instant?),
-        upstream: (fd: Int32, name: String)?
+        upstream: (fd: Int32, name: String)?, synBias: Int64?
     )
-        -> Bool
+        -> Adoption
     {
         guard let state = listener(named: client.listener, acceptedOn: client.fd),
             (state.settings.mode == .relay) == (upstream != nil),
@@ -173,8 +198,10 @@ extension Daemon {
         else {
             FileDescriptor(owning: client.fd).close()
             if let upstream { FileDescriptor(owning: upstream.fd).close() }
-            return false
+            return .died
         }
+        // Before anything reads a byte: the counters as the old process left them.
+        let lost = synBias.flatMap { CrashAudit.lostBytes(clientFD: client.fd, upstreamFD: upstream?.fd, synBias: $0) }
         let upstreamFD: FileDescriptor? = if let upstream { FileDescriptor(owning: upstream.fd) } else { nil }
         let connection = Connection(
             recoveredID: id, listener: state, client: FileDescriptor(owning: client.fd), peer: peer,
@@ -183,7 +210,11 @@ extension Daemon {
             owner: self, now: loop.now)
         state.open += 1
         table.add(connection)
-        return connection.resume()
+        if let lost, lost > 0 {
+            connection.reapCrashLoss(lostBytes: lost)
+            return .lostBytes
+        }
+        return connection.resume() ? .recovered : .endedAtOnce
     }
 
     /// Still a connection worth relaying: no error, and established or

@@ -224,9 +224,11 @@ public final class Daemon: ConnectionOwner {
         case .halfCloseTimeout: why = "one side stayed half-closed past the timeout"
         case .upstreamDead: why = "the upstream side died"
         case .admin: why = "an operator asked for it"
+        case .crashLoss: why = "\(connection.lostInOldProcess) bytes died inside the process before a crash"
         }
         var fields = connectionFields(connection, now: now)
         fields.insert(("REAPERD_REASON", reason.rawValue), at: 4)
+        if reason == .crashLoss { fields.append(("REAPERD_LOST_BYTES", "\(connection.lostInOldProcess)")) }
         logger.notice(
             "reaped connection \(connection.id) from \(connection.peer) on \(connection.listener.name) after \(age)s: \(why)",
             fields, event: .reap)

@@ -50,6 +50,9 @@ public enum ReapReason: String, Sendable, CaseIterable {
     case halfCloseTimeout = "half-close-timeout"
     case upstreamDead = "upstream-dead"
     case admin
+    /// After a crash, the kernel's byte counters showed bytes that died inside
+    /// the old process: both sides reset, never relayed on with a hole.
+    case crashLoss = "crash-loss"
 }
 
 /// How a connection ended.

@@ -457,6 +457,21 @@ final class Connection: EventHandler {
         )
     }
 
+    /// Bytes a recovered connection lost inside the process before a crash
+    /// (`CrashAudit`), for the `crash-loss` journal entry.
+    private(set) var lostInOldProcess: UInt64 = 0
+
+    /// A recovered connection whose stream has a hole: both sides get RST (a
+    /// FIN would say the stream ended cleanly), reaped as `crash-loss`.
+    func reapCrashLoss(lostBytes: UInt64) {
+        guard phase != .ended else { return }
+        lostInOldProcess = lostBytes
+        endsWithReset = true
+        if let fd = client?.raw { Sockets.abortOnClose(fd) }
+        if let fd = upstream?.raw { Sockets.abortOnClose(fd) }
+        end(.reaped(.crashLoss))
+    }
+
     /// Reaps now, for `reason` (the reaper and `reaperctl reap` call this).
     func reap(_ reason: ReapReason) {
         guard phase != .ended else { return }

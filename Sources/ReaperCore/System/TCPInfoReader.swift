@@ -37,6 +37,27 @@ public struct TCPInfo: Hashable, Sendable {
     /// closed window. This is what tells `user-timeout` from `keepalive`.
     public var hasDataInFlight: Bool { unacked > 0 || notSentBytes > 0 || backoff > 0 }
 
+    /// Bytes received and not yet read (`SIOCINQ`), and bytes written and not
+    /// yet acknowledged (`SIOCOUTQ`, our FIN counted once sent). The
+    /// corresponding C function is `ioctl`.
+    public static func queues(_ fd: Int32) throws(SystemError) -> (unread: Int, unacknowledged: Int) {
+        var unread: Int32 = 0
+        var unacknowledged: Int32 = 0
+        _ = try syscall("ioctl(SIOCINQ)") { cls_socket_unread(fd, &unread) }
+        _ = try syscall("ioctl(SIOCOUTQ)") { cls_socket_unacked(fd, &unacknowledged) }
+        return (Int(unread), Int(unacknowledged))
+    }
+
+    /// The peer's FIN has arrived (it counts one in `bytesReceived`).
+    public var receivedFIN: Bool {
+        [State.closeWait, .lastAck, .closing, .timeWait, .close].contains { $0.rawValue == state }
+    }
+
+    /// Our FIN has been sent (it counts one in `bytesAcked` + `SIOCOUTQ`).
+    public var sentFIN: Bool {
+        [State.finWait1, .finWait2, .closing, .lastAck, .timeWait].contains { $0.rawValue == state }
+    }
+
     /// Reads the socket's TCP_INFO. The corresponding C function is `getsockopt`.
     public static func read(_ fd: Int32) throws(SystemError) -> TCPInfo {
         var raw = cls_tcp_info()
