@@ -89,9 +89,8 @@ do {
     let daemon = try Daemon(
         configuration: configuration, configPath: configPath, logger: logger, notifier: notifier,
         activated: SocketActivation.receive(),
-        store: SystemdDescriptorStore.capacity(for: configuration.daemon.fdStore).flatMap { capacity in
-            notifySender.map { SystemdDescriptorStore(capacity: capacity, sender: $0) }
-        })
+        store: notifySender.map { SystemdDescriptorStore(sender: $0) },
+        storeCapacity: SystemdDescriptorStore.capacity(for: configuration.daemon.fdStore))
     do {
         try daemon.start()
     } catch {

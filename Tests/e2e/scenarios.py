@@ -337,6 +337,186 @@ def scenario_survive_restarts():
           "stop closed them all")
 
 
+def scenario_rename_reload_restart():
+    """A reload renames the listener (same address), then systemctl restart: the
+    stored listening socket follows the new name, so the next start neither fails
+    to bind (PID 1 holds the old socket) nor drops the connections as belonging
+    to no listener."""
+    up = Upstream()
+    start_reaperd()
+    clients = [client() for _ in range(20)]
+    write_ct("/etc/reaperd/reaperd.conf", CONFIG.replace("[listener:pg]", "[listener:db]"))
+    in_ct("systemctl", "reload", "reaperd.service")
+    all_relay(clients, "after the reload that renamed the listener")
+    old = main_pid()
+    in_ct("systemctl", "restart", "reaperd.service")
+    wait_for(lambda: main_pid() not in (0, old) and prop("reaperd.service", "ActiveState") == "active", 15,
+             "reaperd to be active again after the restart")
+    all_relay(clients, "after the restart")
+    listed = json.loads(in_ct("reaperctl", "connections", "--json").stdout)
+    assert sorted(c["listener"] for c in listed) == ["db"] * 20, [c["listener"] for c in listed]
+    assert up.closed == 0, f"the upstream saw {up.closed} connections close"
+    with socket.create_connection(("127.0.0.1", LISTEN_PORT), timeout=5) as fresh:
+        assert round_trip(fresh), "a new client is not served on the renamed listener's port"
+    for s in clients:
+        s.close()
+    print("reload renamed the listener; systemctl restart kept all 20 connections and the port")
+
+
+def offsets(size):
+    """A stream in which every 8 bytes say where they are: a hole anywhere shows."""
+    import struct
+    return b"".join(struct.pack(">Q", offset) for offset in range(0, size, 8))
+
+
+class StreamingUpstream:
+    """`STREAM\n`: waits for the client's FIN when asked (`HALF\n`), then sends
+    `stream` in paced chunks and closes; any other line is echoed."""
+
+    def __init__(self, port, stream, chunk=64 * 1024, pause=0.02):
+        self.stream, self.chunk, self.pause = stream, chunk, pause
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(1024)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            conn.settimeout(60)
+            buffered = b""
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buffered += data
+                while b"\n" in buffered:
+                    line, buffered = buffered.split(b"\n", 1)
+                    if line in (b"STREAM", b"HALF"):
+                        if line == b"HALF":
+                            assert conn.recv(1) == b"", "the client's FIN did not pass"
+                        for offset in range(0, len(self.stream), self.chunk):
+                            conn.sendall(self.stream[offset:offset + self.chunk])
+                            time.sleep(self.pause)
+                        return
+                    conn.sendall(line + b"\n")
+        except (OSError, AssertionError):
+            pass
+        finally:
+            conn.close()
+
+
+def read_stream(s, expected, pace=0.0, timeout=60):
+    """Reads to the end: ("intact", n), ("reset", n) with the bytes a prefix of the
+    stream, or ("hole"/"short", n): the two a relay must never produce."""
+    got = bytearray()
+    s.settimeout(timeout)
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+            if pace:
+                time.sleep(pace)
+    except ConnectionResetError:
+        return ("reset" if expected.startswith(bytes(got)) else "hole"), len(got)
+    if bytes(got) == expected:
+        return "intact", len(got)
+    return ("short" if expected.startswith(bytes(got)) else "hole"), len(got)
+
+
+def scenario_half_closed_restart():
+    """The client asks and half-closes; the upstream streams 8 MiB; the client
+    reads slowly; systemctl restart in the middle: every byte arrives, then EOF."""
+    port = UPSTREAM_PORT + 3
+    stream = offsets(8 * 1024 * 1024)
+    StreamingUpstream(port, stream, chunk=256 * 1024, pause=0.1)
+    write_ct("/etc/reaperd/reaperd.conf", CONFIG.replace(f"upstream = 127.0.0.1:{UPSTREAM_PORT}",
+                                                         f"upstream = 127.0.0.1:{port}"))
+    write_ct("/etc/systemd/system/reaperd.service.d/e2e.conf", DROPIN)
+    in_ct("systemctl", "daemon-reload")
+    in_ct("systemctl", "restart", "reaperd.service")
+    s = socket.create_connection(("127.0.0.1", LISTEN_PORT), timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    s.sendall(b"HALF\n")
+    s.shutdown(socket.SHUT_WR)
+    result = {}
+    reader = threading.Thread(target=lambda: result.update(outcome=read_stream(s, stream, pace=0.02)), daemon=True)
+    reader.start()
+    time.sleep(1.0)
+    assert reader.is_alive(), f"the stream ended before the restart: {result}"
+    in_ct("systemctl", "restart", "reaperd.service")
+    reader.join(60)
+    s.close()
+    outcome, count = result.get("outcome", ("still reading", 0))
+    assert outcome == "intact", f"{outcome} after {count} of {len(stream)} bytes across systemctl restart"
+    assert journal(f"_PID={main_pid()}", "REAPERD_RECOVERED=1"), "the restart did not recover the connection"
+    print(f"a half-closed connection streaming {len(stream)} bytes to a slow reader arrived whole across "
+          "systemctl restart")
+
+
+def scenario_crash_while_streaming():
+    """kill -9 while 50 connections stream and 150 are idle: the idle ones relay
+    on; each streaming one is intact, or reset and reaped as crash-loss: never a
+    stream with a hole, never a clean end that looks complete."""
+    port = UPSTREAM_PORT + 4
+    stream = offsets(8 * 1024 * 1024)
+    StreamingUpstream(port, stream, chunk=64 * 1024, pause=0.02)
+    write_ct("/etc/reaperd/reaperd.conf", CONFIG.replace(f"upstream = 127.0.0.1:{UPSTREAM_PORT}",
+                                                         f"upstream = 127.0.0.1:{port}"))
+    write_ct("/etc/systemd/system/reaperd.service.d/e2e.conf", DROPIN)
+    in_ct("systemctl", "daemon-reload")
+    in_ct("systemctl", "restart", "reaperd.service")
+    idle = [client() for _ in range(150)]
+    streaming = [client() for _ in range(50)]
+    # fd_store_min_age (2 s) first: a crash loses connections younger than that.
+    wait_for(lambda: int(prop("reaperd.service", "NFileDescriptorStore") or 0) >= 401, 15,
+             "the 200 connections in the store")
+    losses_before = len(journal("REAPERD_REASON=crash-loss"))
+    results = [None] * len(streaming)
+
+    def run(index, s):
+        s.sendall(b"STREAM\n")
+        results[index] = read_stream(s, stream, pace=0.005)
+
+    readers = [threading.Thread(target=run, args=(i, s), daemon=True) for i, s in enumerate(streaming)]
+    for r in readers:
+        r.start()
+    time.sleep(1.0)
+    old = main_pid()
+    in_ct("kill", "-KILL", str(old))
+    wait_for(lambda: main_pid() not in (0, old) and prop("reaperd.service", "ActiveState") == "active", 15,
+             "systemd to restart reaperd after kill -9")
+    for r in readers:
+        r.join(90)
+    all_relay(idle, "after kill -9 beside the streams")
+    outcomes = {}
+    for outcome, _ in (result or ("still reading", 0) for result in results):
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert set(outcomes) <= {"intact", "reset"}, f"streams after kill -9: {outcomes}"
+    resets = outcomes.get("reset", 0)
+
+    def new_losses():
+        return len(journal("REAPERD_REASON=crash-loss")) - losses_before
+
+    if resets:
+        wait_for(lambda: new_losses() >= resets, 10, "a crash-loss reap for every reset stream")
+    assert new_losses() == resets, f"{new_losses()} crash-loss reaps for {resets} reset streams"
+    for s in idle + streaming:
+        s.close()
+    print(f"kill -9 during 50 streams beside 150 idle connections: {outcomes.get('intact', 0)} streams intact, "
+          f"{outcomes.get('reset', 0)} reset as crash-loss, none with a hole; all 150 idle relay on")
+
+
 def selector_echo_server(port, ready):
     """An echo service for thousands of connections in one thread (a child process)."""
     import resource

@@ -22,7 +22,7 @@ class StoreSocket:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
         self.lock = threading.RLock()
-        self.stored = {}  # FDNAME -> (socket, monotonic time it arrived)
+        self.stored = {}  # FDNAME -> ([sockets], monotonic time they arrived)
         self.stores = []  # every FDNAME stored, in order
         self.removals = []
         self.messages = []
@@ -52,25 +52,36 @@ class StoreSocket:
                 name = message.get("FDNAME")
                 if message.get("FDSTORE") == "1" and fds:
                     self.stores.append(name)
-                    self.stored[name] = (socket.socket(fileno=fds[0]), time.monotonic())
-                    for extra in fds[1:]:
-                        os.close(extra)
+                    # A connection's sockets come in one message, under one name.
+                    self.stored[name] = ([socket.socket(fileno=fd) for fd in fds], time.monotonic())
                 elif message.get("FDSTOREREMOVE") == "1":
                     self.removals.append(name)
                     old = self.stored.pop(name, None)
-                    if old:
-                        old[0].close()
+                    for s in old[0] if old else []:
+                        s.close()
 
     def connection_names(self):
         with self.lock:
-            return [n for n in self.stored if n.startswith(("c@", "u@"))]
+            return [n for n in self.stored if n.startswith(("p@", "c@", "u@"))]
+
+    def snapshot(self, only=None):
+        """What systemd would pass after a restart: each name once per descriptor
+        it holds (LISTEN_FDNAMES repeats it), with the descriptors."""
+        with self.lock:
+            names, sockets = [], []
+            for name, (held, _) in self.stored.items():
+                if only is None or name.startswith(only):
+                    names += [name] * len(held)
+                    sockets += held
+            return names, sockets
 
     def close(self):
         self.running = False
         self.sock.close()
         with self.lock:
-            for s, _ in self.stored.values():
-                s.close()
+            for held, _ in self.stored.values():
+                for s in held:
+                    s.close()
 
 
 def store_daemon(daemon_factory, tmp_path, min_age, **daemon_keys):
@@ -95,7 +106,7 @@ def test_short_connections_never_reach_the_store(daemon_factory, tmp_path):
         wait_for(lambda: d.status()["connections"] == 0, timeout=5, what="the short connections to close")
         time.sleep(0.5)
         with store.lock:
-            assert [n for n in store.stores if n.startswith("c@")] == [], store.stores
+            assert [n for n in store.stores if n.startswith("p@")] == [], store.stores
             assert store.removals == [], store.removals
 
         opened = time.monotonic()
@@ -129,10 +140,7 @@ def test_sigterm_stores_young_connections_and_their_age_survives_a_restart(daemo
         assert d.proc.wait(15) == 0, d.log()
         names = store.connection_names()
         assert len(names) == 20, (len(names), d.log())
-        with store.lock:
-            sockets = [store.stored[name][0] for name in names] + [
-                store.stored[n][0] for n in store.stored if n.startswith("l@")]
-            passed = names + [n for n in store.stored if n.startswith("l@")]
+        passed, sockets = store.snapshot()
 
         second, _ = activated_daemon(daemon_factory, tmp_path, passed,
                                      [listener_section("e", "127.0.0.1:0", mode="echo")], sockets=sockets)
@@ -233,10 +241,9 @@ def test_a_half_closed_connection_streaming_to_a_slow_reader_survives_a_restart(
         assert not read_for(1.0), f"EOF after {got} bytes, before the restart"
         d.proc.terminate()
         assert d.proc.wait(15) == 0, d.log()
-        with store.lock:
-            names = list(store.stored)
-            sockets = [store.stored[n][0] for n in names]
-        assert any(n.startswith("u@") for n in names), names
+        names, sockets = store.snapshot()
+        pairs = [n for n in set(names) if n.startswith("p@")]
+        assert len(pairs) == 1 and names.count(pairs[0]) == 2, f"client and upstream not in one message: {names}"
         second, _ = activated_daemon(daemon_factory, tmp_path, names,
                                      [listener_section("r", "127.0.0.1:0", mode="relay", upstream=up.address)],
                                      sockets=sockets)
@@ -269,7 +276,7 @@ def test_a_renamed_listener_and_its_connections_survive_reload_and_restart(daemo
     try:
         for s in clients:
             assert round_trip(s, b"before\n", timeout=2)
-        wait_for(lambda: len([n for n in store.connection_names() if n.startswith("c@")]) == 3, timeout=5,
+        wait_for(lambda: len(store.connection_names()) == 3, timeout=5,
                  what="3 stored connections")
         d.write_config([listener_section("new", "127.0.0.1:0", mode="echo")])
         assert d.ctl("reload").returncode == 0, d.log()
@@ -279,9 +286,7 @@ def test_a_renamed_listener_and_its_connections_survive_reload_and_restart(daemo
             assert not any(n.startswith("l@old@") for n in store.stored), list(store.stored)
         d.proc.terminate()
         assert d.proc.wait(15) == 0, d.log()
-        with store.lock:
-            names = list(store.stored)
-            sockets = [store.stored[n][0] for n in names]
+        names, sockets = store.snapshot()
         second, _ = activated_daemon(daemon_factory, tmp_path, names,
                                      [listener_section("new", "127.0.0.1:0", mode="echo")], sockets=sockets)
         wait_for(lambda: second.proc.poll() is not None or second.ctl("status").returncode == 0,
@@ -344,12 +349,10 @@ def test_a_crash_never_continues_a_stream_with_a_hole(daemon_factory, tmp_path):
         # reaperd fills its pipe and its send queue toward the client, which reads nothing.
         wait_for(lambda: any(c["bytes_out"] > 0 for c in d.connections()), timeout=5, what="the answer to flow")
         time.sleep(1.0)
-        wait_for(lambda: len(store.connection_names()) == 4, timeout=5, what="both connections stored")
+        wait_for(lambda: len(store.connection_names()) == 2, timeout=5, what="both connections stored")
         d.proc.send_signal(signal.SIGKILL)
         d.proc.wait(5)
-        with store.lock:
-            names = list(store.stored)
-            sockets = [store.stored[n][0] for n in names]
+        names, sockets = store.snapshot()
         second, _ = activated_daemon(daemon_factory, tmp_path, names, listeners, sockets=sockets)
         wait_for(lambda: second.proc.poll() is not None or second.ctl("status").returncode == 0,
                  what="the second reaperd to start")

@@ -15,29 +15,4 @@ extension Daemon {
                 errno: kind == .notASocket ? Errno.notASocket.code : Errno.invalid.code, isConfiguration: true)
         }
     }
-
-    /// A socket back from the descriptor store must be what its name says: a
-    /// listening stream socket for `l@…`, a stream connection for `c@…`/`u@…`.
-    /// One that is not was not written by the operator, so refusing to start
-    /// would only keep the service down: it is logged, removed from the store
-    /// and closed here, never adopted (the listener then binds afresh). True
-    /// when `socket` may be adopted.
-    func admitStored(_ socket: ActivatedSocket, as expected: PassedSocketKind) -> Bool {
-        let kind = socket.kind
-        guard kind != expected else { return true }
-        let what = expected == .listeningStream ? "listening socket" : "connection socket"
-        let should = expected == .listeningStream ? "a listening stream socket" : "a stream connection"
-        dropStored(socket, what: what, because: "is not \(should) (\(kind))")
-        return false
-    }
-
-    /// Logs, removes from the store and closes a socket the store gave back
-    /// that cannot be used.
-    func dropStored(_ socket: ActivatedSocket, what: String = "socket", because why: String) {
-        logger.warning(
-            "stored \(what) \(socket.name) \(why); closed and removed from the store",
-            [("REAPERD_FDNAME", socket.name), ("REAPERD_KIND", "\(socket.kind)")])
-        unstore(socket.name)
-        FileDescriptor(owning: socket.descriptor).close()
-    }
 }

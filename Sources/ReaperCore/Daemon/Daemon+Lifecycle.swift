@@ -85,7 +85,7 @@ extension Daemon {
         }
         endpoints.removeAll()
         sweepTimer?.cancel()
-        if store != nil {
+        if store.isEnabled {
             shutdownIntoStore()
             return
         }

@@ -63,7 +63,7 @@ extension Daemon {
                                 listener: placeholder, activated: true, daemon: self)
                         ))
                 } else if let configured = item.endpoint,
-                    let stored = adoptStoredListener(item.listener.name, endpoint: configured)
+                    let stored = store.takeListener(item.listener.name, address: configured)
                 {
                     // What the socket is bound to, as for a fresh bind: `:0` got a port.
                     let bound = (try? Sockets.localAddress(stored.descriptor)).map { "\($0)" } ?? configured.description
@@ -71,7 +71,7 @@ extension Daemon {
                         key: item.key, address: bound,
                         socket: FileDescriptor(owning: stored.descriptor),
                         listener: placeholder, activated: false, daemon: self)
-                    endpoint.isStored = true
+                    store.adopted(endpoint, from: stored)
                     opened.append((index, endpoint))
                 } else if let configured = item.endpoint {
                     let socket = try ListeningSocket.open(
@@ -99,7 +99,7 @@ extension Daemon {
             endpoint.pause = nil
             if let registration = endpoint.registration { loop.deregister(registration) }
             endpoint.registration = nil
-            unstoreListener(endpoint)
+            store.unstore(endpoint)
             logger.info(
                 "listener closed",
                 [("REAPERD_LISTENER", endpoint.listener.name), ("REAPERD_ADDRESS", endpoint.address)])
@@ -126,9 +126,8 @@ extension Daemon {
         for (index, item) in wanted.enumerated() {
             guard let state = listeners[item.listener.name] else { continue }
             if let endpoint = matched[index] {
-                let previous = endpoint.listener.name
                 endpoint.listener = state
-                if previous != state.name { restoreRenamedListener(endpoint, storedAs: previous) }
+                store.followRename(endpoint)
                 // listen(2) again takes a new backlog on a listening socket.
                 if !endpoint.activated { try? Sockets.listen(endpoint.socket.raw, backlog: state.connection.backlog) }
                 try? ListeningSocket.configure(endpoint.socket.raw, state.connection)
@@ -144,7 +143,7 @@ extension Daemon {
             // end of that pause watches it with the others).
             updateWatch(endpoint)
             next.append(endpoint)
-            if !endpoint.isStored { endpoint.isStored = storeListener(endpoint) }
+            store.store(endpoint)
             logger.info("listening", [("REAPERD_LISTENER", state.name), ("REAPERD_ADDRESS", endpoint.address)])
         }
         endpoints = next

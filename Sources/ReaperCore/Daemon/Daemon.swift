@@ -20,16 +20,10 @@ public final class Daemon: ConnectionOwner {
     var nextConnectionID: UInt64 = 1
     /// Sockets a socket unit passed, by `FileDescriptorName=`.
     var activated: [ActivatedSocket]
-    /// The file descriptor store, when in use (issue: connections survive restarts).
-    let store: (any DescriptorStore)?
-    /// Listening sockets received back from the store, not yet adopted.
-    var storedListeners: [ActivatedSocket] = []
-    /// Connection sockets received back from the store, adopted by `start()`.
-    var storedConnections: [ActivatedSocket] = []
-    var storeSkips = 0
+    /// systemd's file descriptor store: what is kept there across restarts.
+    let store: ConnectionStore
     var upstreamWarnedAt: Instant?
     var upstreamWarningsSuppressed = 0
-    var storeWarnedAt: Instant?
 
     var sweepTimer: LoopTimer?
     var sweepStats = SweepStats()
@@ -49,36 +43,19 @@ public final class Daemon: ConnectionOwner {
 
     public init(
         configuration: Configuration, configPath: String?, logger: Logger, notifier: any ServiceNotifier,
-        activated: [ActivatedSocket] = [], store: (any DescriptorStore)? = nil
+        activated: [ActivatedSocket] = [], store channel: (any DescriptorStore)? = nil, storeCapacity: Int? = nil
     ) throws(SystemError) {
         self.configuration = configuration
         self.configPath = configPath
         self.logger = logger
         self.notifier = notifier
-        self.store = store
-        var fromUnit: [ActivatedSocket] = []
-        var connectionSides: [ActivatedSocket] = []
-        var unreadable: [ActivatedSocket] = []
-        for socket in activated {
-            switch StoredName(parsing: socket.name) {
-            case .listener: storedListeners.append(socket)
-            case .client, .upstream: connectionSides.append(socket)
-            case nil where StoredName.isReaperds(socket.name): unreadable.append(socket)
-            case nil: fromUnit.append(socket)
-            }
-        }
-        self.activated = fromUnit
-        store?.adopted(activated.count - fromUnit.count)
+        store = ConnectionStore(channel: channel, capacity: storeCapacity, logger: logger)
+        // What came back from the store stays with it; a socket unit's
+        // sockets of the wrong kind are refused by start().
+        self.activated = store.receive(activated)
         loop = try EventLoop()
         notifier.attach(to: loop)
-        store?.attach(to: loop)
-        // A socket unit's sockets of the wrong kind are refused by start(); the
-        // store's are dropped here.
-        // A stored name this version cannot read (another version's, or garbled)
-        // is no reason to stay down: dropped, like a socket of the wrong kind.
-        for socket in unreadable { dropStored(socket, because: "has a name this reaperd cannot read") }
-        storedListeners = storedListeners.filter { admitStored($0, as: .listeningStream) }
-        storedConnections = connectionSides.filter { admitStored($0, as: .stream) }
+        store.attach(to: loop)
     }
 
     var maxConnections: Int { configuration.daemon.maxConnections }
@@ -114,7 +91,7 @@ public final class Daemon: ConnectionOwner {
                 throw StartError(message: "metrics \(address): \(error.failure)", errno: error.failure.errno.code)
             }
         }
-        releaseUnadoptedListeners()
+        store.releaseUnadoptedListeners()
         recoverStoredConnections()
         scheduleSweep()
         logger.info(
@@ -144,23 +121,12 @@ public final class Daemon: ConnectionOwner {
 
     func connectionEstablished(_ connection: Connection) {
         // With a minimum age the sweep stores it once it has lived that long.
-        if configuration.daemon.fdStoreMinAge == .zero { storeConnection(connection) }
+        if configuration.daemon.fdStoreMinAge == .zero { store.store(connection, now: loop.now) }
     }
 
-    func connectionClosing(_ connection: Connection) { unstoreConnection(connection) }
+    func connectionClosing(_ connection: Connection) { store.unstore(connection) }
 
-    func unstore(_ name: String) { store?.remove(name: name) }
-
-    func storeSkipped() {
-        storeSkips += 1
-        let now = loop.now
-        if storeWarnedAt.map({ now.since($0) >= .seconds(60) }) ?? true {
-            storeWarnedAt = now
-            logger.warning(
-                "file descriptor store full or busy: new connections are not protected across restarts",
-                [("REAPERD_SKIPPED", "\(storeSkips)")])
-        }
-    }
+    func isStored(_ connection: Connection) -> Bool { store.isStored(connection) }
 
     func connection(_ connection: Connection, endedWith end: ConnectionEnd) {
         table.remove(connection)

@@ -14,8 +14,6 @@ final class ListeningEndpoint: EventHandler {
     let activated: Bool
     /// nil while not watched (paused, stopping, or not yet registered).
     var registration: Registration?
-    /// In systemd's file descriptor store (stored by us, or received from it).
-    var isStored = false
     /// Set while accepting on this endpoint is paused after accept failed on it;
     /// firing watches it again.
     var pause: LoopTimer?

@@ -41,7 +41,7 @@ extension Daemon {
             let connection = table.all[index]
             index -= 1
             sockets += Reaper.examine(connection, now: started)
-            storeIfDue(connection, now: started)
+            store.storeIfDue(connection, now: started, minimumAge: configuration.daemon.fdStoreMinAge)
         }
         sweepStats.record(seconds: Instant.now().since(started).secondsAsDouble, sockets: sockets)
         publishStatus()

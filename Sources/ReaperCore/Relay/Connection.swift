@@ -6,6 +6,8 @@ protocol ConnectionOwner: AnyObject {
     func connectionEstablished(_ connection: Connection)
     /// About to close both sides (before the descriptors are closed).
     func connectionClosing(_ connection: Connection)
+    /// Another process (systemd's descriptor store) holds copies of its sockets.
+    func isStored(_ connection: Connection) -> Bool
     func connection(_ connection: Connection, endedWith end: ConnectionEnd)
 }
 
@@ -59,10 +61,6 @@ final class Connection: EventHandler {
     private(set) var idleWakeups: UInt64 = 0
     /// Position in the daemon's connection table, for O(1) removal.
     var tableIndex = -1
-    /// The names both sockets have in systemd's file descriptor store; written
-    /// only by the daemon's store code (Daemon+Store), nil while not stored.
-    var storedNames: StoredNames?
-    var isStored: Bool { storedNames != nil }
     /// Shutting down into the store: read nothing more, so reaperd's pipes empty.
     var draining = false {
         didSet { if phase == .relaying { updateInterest() } }
@@ -117,14 +115,13 @@ final class Connection: EventHandler {
     /// `acceptedAt` is the original accept time when the stored name carried it.
     convenience init(
         recoveredID id: UInt64, listener: ListenerState, client: consuming FileDescriptor, peer: SocketAddress,
-        upstream: consuming FileDescriptor?, upstreamAddress: SocketAddress?, storedAs names: StoredNames,
-        acceptedAt: Instant?, owner: any ConnectionOwner, now: Instant
+        upstream: consuming FileDescriptor?, upstreamAddress: SocketAddress?, acceptedAt: Instant?,
+        owner: any ConnectionOwner, now: Instant
     ) {
         self.init(
             id: id, listener: listener, client: client, peer: peer, upstream: upstreamAddress, owner: owner,
             now: now, acceptedAt: acceptedAt)
         self.upstream = upstream
-        storedNames = names
     }
 
     /// Starts watching a recovered connection.
@@ -501,8 +498,9 @@ final class Connection: EventHandler {
         retryTimer = nil
         // Closing takes a socket out of the epoll set, unless systemd's store (or
         // its queue) holds a copy of it: then it must be removed explicitly.
+        let stored = owner.isStored(self)
         for registration in [clientRegistration, upstreamRegistration].compactMap({ $0 }) {
-            if isStored { owner.loop.deregister(registration) } else { owner.loop.forget(registration) }
+            if stored { owner.loop.deregister(registration) } else { owner.loop.forget(registration) }
         }
         clientRegistration = nil
         upstreamRegistration = nil

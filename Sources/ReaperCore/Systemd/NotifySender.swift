@@ -26,18 +26,23 @@ public final class NotifySender: EventHandler {
         let text: [UInt8]
         let kind: Kind
         let carriesStatus: Bool
-        /// Our own duplicate of a descriptor to store, closed once sent (or dropped).
-        let descriptor: FileDescriptor?
-        /// Its number, for sendmsg; empty for every other message.
+        /// Our own duplicates of the descriptors to store (a connection's two
+        /// sockets travel in one message), closed once sent or withdrawn.
+        let first: FileDescriptor?
+        let second: FileDescriptor?
+        /// Their numbers, for sendmsg; empty for every other message.
         let descriptors: [Int32]
 
-        init(text: String, kind: Kind, descriptor: consuming FileDescriptor? = nil) {
+        init(
+            text: String, kind: Kind, first: consuming FileDescriptor? = nil, second: consuming FileDescriptor? = nil
+        ) {
             self.text = Array(text.utf8)
             self.kind = kind
             let lines = text.split(separator: "\n")
             carriesStatus = lines.contains { $0.hasPrefix("STATUS=") }
-            if let raw = descriptor?.raw { descriptors = [raw] } else { descriptors = [] }
-            self.descriptor = descriptor
+            descriptors = [first?.raw, second?.raw].compactMap { $0 }
+            self.first = first
+            self.second = second
         }
     }
 
@@ -49,6 +54,9 @@ public final class NotifySender: EventHandler {
     /// does not scan a long queue (a burst of stores) for each ping.
     private var watchdogsWaiting = 0
     private var statusesWaiting = 0
+    /// Stores waiting, by name, so a removal scans the queue only when its
+    /// store has not gone out yet (a connection that ended within a burst).
+    private var storesWaiting: [String: Int] = [:]
     private var registration: Registration?
     private var interest: EpollEvents = []
     private weak var loop: EventLoop?
@@ -93,16 +101,18 @@ public final class NotifySender: EventHandler {
         enqueue(Message(text: assignments, kind: kind))
     }
 
-    /// Hands `descriptor` (our own duplicate) to the store under `name`.
-    func store(_ descriptor: consuming FileDescriptor, name: String) {
-        enqueue(Message(text: "FDSTORE=1\nFDNAME=\(name)", kind: .store(name: name), descriptor: descriptor))
+    /// Hands `first` and `second` (our own duplicates) to the store under
+    /// `name`, in one message: PID 1 takes both or, when the message fails, neither.
+    func store(_ first: consuming FileDescriptor, _ second: consuming FileDescriptor? = nil, name: String) {
+        enqueue(
+            Message(text: "FDSTORE=1\nFDNAME=\(name)", kind: .store(name: name), first: first, second: second))
     }
 
     /// Takes back stores of `name` still waiting here (PID 1 never saw them);
     /// returns how many.
     func withdrawStores(named name: String) -> Int {
-        // The usual case on every connection close: everything went out at once.
-        guard pendingCount > 0 else { return 0 }
+        // The usual case on every connection close: its store went out long ago.
+        guard storesWaiting[name] != nil else { return 0 }
         let before = pendingCount
         removeWaiting { $0.kind == .store(name: name) }
         return before - pendingCount
@@ -146,7 +156,10 @@ public final class NotifySender: EventHandler {
         switch message.kind {
         case .watchdog: watchdogsWaiting += change
         case .statusOnly: statusesWaiting += change
-        case .store, .other: break
+        case .store(let name):
+            let waiting = (storesWaiting[name] ?? 0) + change
+            storesWaiting[name] = waiting > 0 ? waiting : nil
+        case .other: break
         }
     }
 

@@ -350,6 +350,7 @@ final class RelayOwner: ConnectionOwner {
 
     func connectionEstablished(_ connection: Connection) {}
     func connectionClosing(_ connection: Connection) {}
+    func isStored(_ connection: Connection) -> Bool { false }
     func connection(_ connection: Connection, endedWith end: ConnectionEnd) {
         ended = end
         endedAt = Instant.now()
