@@ -386,3 +386,47 @@ def test_a_crash_never_continues_a_stream_with_a_hole(daemon_factory, tmp_path):
         busy.close()
         store.close()
         up.close()
+
+
+def test_a_listener_renamed_while_reaperd_was_down_keeps_its_stored_socket(daemon_factory, tmp_path):
+    """The operator renames a listener in the file and restarts (no reload in
+    between). The stored listening socket, under the old name, was released and
+    the address bound afresh: EADDRINUSE under systemd, which still holds the
+    stored socket, so the unit failed to start and looped."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{probe.getsockname()[1]}"
+    probe.close()
+    store = StoreSocket(tmp_path / "notify.sock")
+    keys = {"fd_store": "yes", "fd_store_min_age": "0", "poll_interval": "100ms"}
+    d = daemon_factory([listener_section("old", address, mode="echo")], daemon_keys=keys,
+                       env={"NOTIFY_SOCKET": store.path})
+    d.start()
+    clients = [socket.create_connection(d.address("old"), timeout=2) for _ in range(3)]
+    try:
+        for s in clients:
+            assert round_trip(s, b"before\n", timeout=2)
+        wait_for(lambda: len(store.connection_names()) == 3, timeout=5, what="3 stored connections")
+        d.proc.terminate()
+        assert d.proc.wait(15) == 0, d.log()
+        names, sockets = store.snapshot()
+        # The store (here: this test) still holds the listening socket.
+        second, _ = activated_daemon(daemon_factory, tmp_path, names, [listener_section("new", address, mode="echo")],
+                                     sockets=sockets, env={"NOTIFY_SOCKET": store.path}, daemon_keys=keys)
+        wait_for(lambda: second.proc.poll() is not None or second.ctl("status").returncode == 0,
+                 what="the second reaperd to start")
+        assert second.proc.poll() is None, second.log()
+        assert "recovered 3 connections" in second.log(), second.log()
+        wait_for(lambda: any(n.startswith("l@new@") for n in store.stored), timeout=5,
+                 what="the listening socket stored under its new name")
+        with store.lock:
+            assert not any(n.startswith("l@old@") for n in store.stored), list(store.stored)
+        for s in clients:
+            assert round_trip(s, b"after\n", timeout=2)
+        with socket.create_connection(second.address("new"), timeout=2) as fresh:
+            assert round_trip(fresh)
+        second.stop()
+    finally:
+        for s in clients:
+            s.close()
+        store.close()

@@ -264,12 +264,12 @@ def test_startup_failure_sends_errno(daemon_factory, tmp_path):
     notify.close()
 
 
-def activated_daemon(daemon_factory, tmp_path, names, listeners, sockets=None, env=None):
+def activated_daemon(daemon_factory, tmp_path, names, listeners, sockets=None, env=None, daemon_keys=None):
     """Starts reaperd with listening sockets (or the given `sockets`) at fd 3.. and
     LISTEN_FDS/LISTEN_FDNAMES, as systemd does for a socket unit."""
     if sockets is None:
         sockets = [listening_socket() for _ in names]
-    d = daemon_factory(listeners)
+    d = daemon_factory(listeners, daemon_keys=daemon_keys or {})
     fds = [s.fileno() for s in sockets]
 
     def place_fds():

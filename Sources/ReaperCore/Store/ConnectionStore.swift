@@ -129,18 +129,26 @@ final class ConnectionStore {
 
     func isStored(_ endpoint: ListeningEndpoint) -> Bool { listeners[ObjectIdentifier(endpoint)] != nil }
 
-    /// A stored listening socket for this listener and address, handed out
-    /// once; `adopted` must follow when the daemon makes an endpoint of it.
+    /// A stored listening socket for this address, handed out once; `adopted`
+    /// must follow when the daemon makes an endpoint of it. One stored under
+    /// another listener's name serves too: the configuration renamed or moved
+    /// the listener while reaperd was down, and binding afresh would fail
+    /// (EADDRINUSE: PID 1 still holds the stored socket).
     func takeListener(_ listener: String, address: Endpoint) -> ActivatedSocket? {
         let name = StoredName.listener(listener, address: address.description)
-        guard let index = receivedListeners.firstIndex(where: { $0.name == name }) else { return nil }
+        let sameAddress = "@" + name.split(separator: "@", maxSplits: 2).last.map(String.init)!
+        guard
+            let index = receivedListeners.firstIndex(where: { $0.name == name })
+                ?? receivedListeners.firstIndex(where: { $0.name.hasSuffix(sameAddress) })
+        else { return nil }
         return receivedListeners.remove(at: index)
     }
 
-    /// `endpoint` serves the socket `takeListener` gave: it stays stored under
-    /// the name it came back with.
+    /// `endpoint` serves the socket `takeListener` gave: it stays stored, under
+    /// its listener's name now.
     func adopted(_ endpoint: ListeningEndpoint, from socket: ActivatedSocket) {
         listeners[ObjectIdentifier(endpoint)] = socket.name
+        followRename(endpoint)
     }
 
     /// Stores a listening socket reaperd bound (a socket unit's are systemd's).
