@@ -10,6 +10,7 @@
 #include <linux/tcp.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 
 #include "CLinuxShim.h"
 
@@ -58,36 +59,44 @@ ssize_t cls_send_with_fds(int fd, const void *buf, size_t len, const int *fds, i
 #define HAS_FIELD(len, field) \
     ((len) >= offsetof(struct tcp_info, field) + sizeof(((struct tcp_info *)0)->field))
 
+void cls_fill_tcp_info(const struct tcp_info *ti, unsigned len, struct cls_tcp_info *out) {
+    memset(out, 0, sizeof(*out));
+    out->state = ti->tcpi_state;
+    out->ca_state = ti->tcpi_ca_state;
+    out->retransmits = ti->tcpi_retransmits;
+    out->probes = ti->tcpi_probes;
+    out->backoff = ti->tcpi_backoff;
+    out->rto_usec = ti->tcpi_rto;
+    out->unacked = ti->tcpi_unacked;
+    out->lost = ti->tcpi_lost;
+    out->retrans = ti->tcpi_retrans;
+    out->last_data_sent_ms = ti->tcpi_last_data_sent;
+    out->last_data_recv_ms = ti->tcpi_last_data_recv;
+    out->last_ack_recv_ms = ti->tcpi_last_ack_recv;
+    out->rtt_usec = ti->tcpi_rtt;
+    out->rttvar_usec = ti->tcpi_rttvar;
+    out->total_retrans = ti->tcpi_total_retrans;
+    if (HAS_FIELD(len, tcpi_bytes_acked)) out->bytes_acked = ti->tcpi_bytes_acked;
+    if (HAS_FIELD(len, tcpi_bytes_received)) out->bytes_received = ti->tcpi_bytes_received;
+    if (HAS_FIELD(len, tcpi_notsent_bytes)) out->notsent_bytes = ti->tcpi_notsent_bytes;
+    if (HAS_FIELD(len, tcpi_snd_wnd)) out->snd_wnd = ti->tcpi_snd_wnd;
+    out->length = len;
+}
+
 int cls_tcp_info(int fd, struct cls_tcp_info *out) {
     struct tcp_info ti;
     socklen_t len = sizeof(ti);
     memset(&ti, 0, sizeof(ti));
     if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
         return -1;
-    memset(out, 0, sizeof(*out));
-    out->state = ti.tcpi_state;
-    out->ca_state = ti.tcpi_ca_state;
-    out->retransmits = ti.tcpi_retransmits;
-    out->probes = ti.tcpi_probes;
-    out->backoff = ti.tcpi_backoff;
-    out->rto_usec = ti.tcpi_rto;
-    out->unacked = ti.tcpi_unacked;
-    out->lost = ti.tcpi_lost;
-    out->retrans = ti.tcpi_retrans;
-    out->last_data_sent_ms = ti.tcpi_last_data_sent;
-    out->last_data_recv_ms = ti.tcpi_last_data_recv;
-    out->last_ack_recv_ms = ti.tcpi_last_ack_recv;
-    out->rtt_usec = ti.tcpi_rtt;
-    out->rttvar_usec = ti.tcpi_rttvar;
-    out->total_retrans = ti.tcpi_total_retrans;
-    if (HAS_FIELD(len, tcpi_bytes_acked)) out->bytes_acked = ti.tcpi_bytes_acked;
-    if (HAS_FIELD(len, tcpi_bytes_received)) out->bytes_received = ti.tcpi_bytes_received;
-    if (HAS_FIELD(len, tcpi_notsent_bytes)) out->notsent_bytes = ti.tcpi_notsent_bytes;
-    if (HAS_FIELD(len, tcpi_snd_wnd)) out->snd_wnd = ti.tcpi_snd_wnd;
-    out->length = len;
+    cls_fill_tcp_info(&ti, len, out);
     return 0;
 }
 
 int cls_socket_unread(int fd, int *out) { return ioctl(fd, SIOCINQ, out); }
 
 int cls_socket_unacked(int fd, int *out) { return ioctl(fd, SIOCOUTQ, out); }
+
+int cls_memfd_create(const char *name) {
+    return memfd_create(name, MFD_CLOEXEC);
+}

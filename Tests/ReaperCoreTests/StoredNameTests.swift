@@ -9,14 +9,13 @@ import Testing
         for name in [
             StoredName.client(id: 7, listener: "pg", acceptedAtMilliseconds: 123_456),
             .client(id: 8, listener: "pg", acceptedAtMilliseconds: nil), .upstream(id: 7, listener: "pg"),
-            .connection(id: 9, listener: "pg-1", acceptedAtMilliseconds: 77, client: .init(local: 6432, peer: 50123)),
+            .connection(id: 9), .connection(id: 36), .connection(id: UInt64.max - 1), .ledger,
         ] {
             #expect(StoredName(parsing: name.text) == name, "\(name.text)")
         }
         #expect(StoredName.client(id: 7, listener: "pg", acceptedAtMilliseconds: 5).text == "c@7@pg@5")
-        #expect(
-            StoredName.connection(id: 3, listener: "pg", acceptedAtMilliseconds: 5, client: .init(local: 1, peer: 2))
-                .text == "p@3@pg@5@1@2")
+        #expect(StoredName.connection(id: 36).text == "@10")
+        #expect(StoredName.connection(id: 1_000_000_000).text == "@gjdgxs")
     }
 
     /// A name from before the accept time travelled with it: three parts.
@@ -30,14 +29,14 @@ import Testing
     @Test func overflowingAndGarbledNamesAreReaperdsButUnreadable() {
         for text in [
             "c@18446744073709551615@pg", "c@18446744073709551616@pg", "u@18446744073709551615@pg", "c@1@pg@x",
-            "c@@pg", "c@1@", "u@1@pg@3", "l@", "c@1@pg@2@3", "p@1@pg@2@3", "p@1@pg@2@3@65536",
-            "p@18446744073709551615@pg@1@2@3", "p@1@@1@2@3", "p@1@pg@x@2@3", "p@1@pg@1@2@3@4",
+            "c@@pg", "c@1@", "u@1@pg@3", "l@", "c@1@pg@2@3", "@", "@0", "@A", "@1-", "@1@2",
+            "@3w5e11264sgsf", "@zzzzzzzzzzzzzz",
         ] {
             #expect(StoredName(parsing: text) == nil, "\(text)")
             #expect(StoredName.isReaperds(text), "\(text)")
         }
         #expect(StoredName(parsing: "c@18446744073709551614@pg") != nil)
-        #expect(StoredName(parsing: "p@18446744073709551614@pg@0@0@0") != nil)
+        #expect(StoredName(parsing: "@3w5e11264sgse") == .connection(id: UInt64.max - 1))
         #expect(!StoredName.isReaperds("pg"))
         #expect(!StoredName.isReaperds("web-1"))
     }

@@ -27,7 +27,13 @@ def in_ct(*cmd, check=True, timeout=60):
     result = subprocess.run(["nsenter", "-t", CT_PID, "-a", *cmd], capture_output=True, text=True,
                             timeout=timeout)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}: {result.stderr.strip()}")
+        detail = ""
+        if cmd[0] == "systemctl":
+            # What reaperd said before systemd gave up on it.
+            tail = subprocess.run(["nsenter", "-t", CT_PID, "-a", "journalctl", "-u", "reaperd.service", "-n", "12",
+                                   "--no-pager", "-o", "cat"], capture_output=True, text=True, timeout=60).stdout
+            detail = "\n  journal: " + tail.strip().replace("\n", "\n  journal: ")
+        raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}: {result.stderr.strip()}{detail}")
     return result
 
 
@@ -485,8 +491,11 @@ def scenario_crash_while_streaming():
     results = [None] * len(streaming)
 
     def run(index, s):
+        if index % 2:
+            # A slow reader: reaperd's pipe toward it fills, so a crash loses bytes.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
         s.sendall(b"STREAM\n")
-        results[index] = read_stream(s, stream, pace=0.005)
+        results[index] = read_stream(s, stream, pace=0.05 if index % 2 else 0.005)
 
     readers = [threading.Thread(target=run, args=(i, s), daemon=True) for i, s in enumerate(streaming)]
     for r in readers:
@@ -497,7 +506,7 @@ def scenario_crash_while_streaming():
     wait_for(lambda: main_pid() not in (0, old) and prop("reaperd.service", "ActiveState") == "active", 15,
              "systemd to restart reaperd after kill -9")
     for r in readers:
-        r.join(90)
+        r.join(120)
     all_relay(idle, "after kill -9 beside the streams")
     outcomes = {}
     for outcome, _ in (result or ("still reading", 0) for result in results):

@@ -14,6 +14,21 @@ from conftest import listener_section, round_trip, wait_for
 from test_systemd import activated_daemon
 
 
+class Held:
+    """A descriptor the store holds: a socket, or the ledger's memfd."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def fileno(self):
+        return self.fd
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class StoreSocket:
     """Collects NOTIFY_SOCKET messages with their descriptors, as PID 1 would."""
 
@@ -53,7 +68,7 @@ class StoreSocket:
                 if message.get("FDSTORE") == "1" and fds:
                     self.stores.append(name)
                     # A connection's sockets come in one message, under one name.
-                    self.stored[name] = ([socket.socket(fileno=fd) for fd in fds], time.monotonic())
+                    self.stored[name] = ([Held(fd) for fd in fds], time.monotonic())
                 elif message.get("FDSTOREREMOVE") == "1":
                     self.removals.append(name)
                     old = self.stored.pop(name, None)
@@ -62,7 +77,7 @@ class StoreSocket:
 
     def connection_names(self):
         with self.lock:
-            return [n for n in self.stored if n.startswith(("p@", "c@", "u@"))]
+            return [n for n in self.stored if n.startswith(("@", "c@", "u@"))]
 
     def snapshot(self, only=None):
         """What systemd would pass after a restart: each name once per descriptor
@@ -106,7 +121,7 @@ def test_short_connections_never_reach_the_store(daemon_factory, tmp_path):
         wait_for(lambda: d.status()["connections"] == 0, timeout=5, what="the short connections to close")
         time.sleep(0.5)
         with store.lock:
-            assert [n for n in store.stores if n.startswith("p@")] == [], store.stores
+            assert [n for n in store.stores if n.startswith("@")] == [], store.stores
             assert store.removals == [], store.removals
 
         opened = time.monotonic()
@@ -242,7 +257,7 @@ def test_a_half_closed_connection_streaming_to_a_slow_reader_survives_a_restart(
         d.proc.terminate()
         assert d.proc.wait(15) == 0, d.log()
         names, sockets = store.snapshot()
-        pairs = [n for n in set(names) if n.startswith("p@")]
+        pairs = [n for n in set(names) if n.startswith("@")]
         assert len(pairs) == 1 and names.count(pairs[0]) == 2, f"client and upstream not in one message: {names}"
         second, _ = activated_daemon(daemon_factory, tmp_path, names,
                                      [listener_section("r", "127.0.0.1:0", mode="relay", upstream=up.address)],

@@ -185,7 +185,7 @@ def test_descriptor_store_messages_share_the_ordered_notify_queue(daemon_factory
     stored = {name: i for i, name in stores}
     for name, index in removals.items():
         assert name in stored and stored[name] < index, f"{name} removed before (or without) being stored"
-    connection_stores = [name for _, name in stores if name.startswith("p@")]
+    connection_stores = [name for _, name in stores if name.startswith("@")]
     assert len(connection_stores) == len(set(connection_stores)) >= 9, connection_stores
     closed = len([n for n in connection_stores if n in removals])
     assert closed + (15 - len(connection_stores)) == 6, (connection_stores, removals)

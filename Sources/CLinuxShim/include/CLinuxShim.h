@@ -84,4 +84,7 @@ int cls_tcp_info(int fd, struct cls_tcp_info *out);
 int cls_socket_unread(int fd, int *out);
 int cls_socket_unacked(int fd, int *out);
 
+/// memfd_create(2) with MFD_CLOEXEC; -1 and errno on failure.
+int cls_memfd_create(const char *name);
+
 #endif

@@ -10,6 +10,11 @@
 ///   once the notify queue drains, and never passes `capacity`: systemd 252
 ///   keeps the first descriptors of a message that overflows its store and
 ///   closes the rest, which would split a pair.
+/// - `nameBytes` counts what those names take in LISTEN_FDNAMES at the next
+///   start and never passes `nameBudget`: past 128 KiB the exec fails (E2BIG)
+///   and every stored connection is lost (`StoreLedger`).
+/// - A stored connection has a ledger record, written before its sockets are
+///   sent and cleared when its name is removed.
 /// - Every name is removed exactly once: when its connection ends, when its
 ///   listener closes or is renamed, or when what came back cannot be used. A
 ///   store still waiting in the notify queue is withdrawn instead.
@@ -26,7 +31,21 @@ final class ConnectionStore {
     private struct Entry {
         let names: [String]
         let descriptors: Int
+        /// Its record in the ledger (none for pairs an older reaperd stored).
+        var slot: Int?
+
+        /// What the names take in LISTEN_FDNAMES: each once per descriptor,
+        /// with its `:` separator.
+        var nameBytes: Int {
+            let each = descriptors / max(1, names.count)
+            return names.reduce(0) { $0 + ($1.utf8.count + 1) * each }
+        }
     }
+
+    /// LISTEN_FDNAMES is one environment variable, at most 128 KiB
+    /// (MAX_ARG_STRLEN) with its `LISTEN_FDNAMES=`; room is left for a
+    /// socket unit's own names.
+    static let nameBudget = 120 * 1024
 
     private let channel: (any DescriptorStore)?
     /// Descriptors the store may hold (`$FDSTORE`, which the unit sets to its
@@ -34,6 +53,9 @@ final class ConnectionStore {
     /// no store announced), while what came back is still removed when done.
     let capacity: Int?
     private(set) var held = 0
+    private(set) var nameBytes = 0
+    private let budget: Int
+    private var ledger: StoreLedger?
     private var connections: [UInt64: Entry] = [:]
     private var listeners: [ObjectIdentifier: String] = [:]
     /// Listening sockets back from the store, not yet adopted.
@@ -46,8 +68,11 @@ final class ConnectionStore {
     private var skipWarnedAt: Instant?
     private let logger: Logger
 
-    init(channel: (any DescriptorStore)?, capacity: Int?, logger: Logger) {
+    /// `nameBudget` is only for tests; reaperd keeps the default.
+    init(channel: (any DescriptorStore)?, capacity: Int?, logger: Logger, nameBudget: Int = ConnectionStore.nameBudget)
+    {
         self.channel = channel
+        self.budget = nameBudget
         self.capacity = channel == nil ? nil : capacity
         self.logger = logger
     }
@@ -74,17 +99,40 @@ final class ConnectionStore {
             guard let upstream = connection.upstreamDescriptor else { return }
             descriptors.append(upstream)
         }
-        guard held + descriptors.count <= capacity, let local = try? Sockets.localAddress(client) else {
-            return skip(now: now)
-        }
-        let name = StoredName.connection(
+        let name = StoredName.connection(id: connection.id).text
+        let entry = Entry(names: [name], descriptors: descriptors.count)
+        guard held + descriptors.count <= capacity, nameBytes + entry.nameBytes <= budget,
+            let ledger = ledgerInStore(channel), let local = try? Sockets.localAddress(client)
+        else { return skip(now: now) }
+        let record = StoreLedger.Record(
             id: connection.id, listener: connection.listener.name,
             acceptedAtMilliseconds: connection.startedAt.nanoseconds / 1_000_000,
-            client: .init(local: local.port, peer: connection.peer.port)
-        ).text
-        guard channel.store(descriptors, name: name) else { return skip(now: now) }
-        held += descriptors.count
-        connections[connection.id] = Entry(names: [name], descriptors: descriptors.count)
+            client: .init(local: local.port, peer: connection.peer.port))
+        guard let slot = ledger.write(record) else { return skip(now: now) }
+        guard channel.store(descriptors, name: name) else {
+            ledger.clear(slot)
+            return skip(now: now)
+        }
+        keep(Entry(names: [name], descriptors: descriptors.count, slot: slot), for: connection.id)
+    }
+
+    private func keep(_ entry: Entry, for id: UInt64) {
+        held += entry.descriptors
+        nameBytes += entry.nameBytes
+        connections[id] = entry
+    }
+
+    /// The ledger, created and stored before the first connection is.
+    private func ledgerInStore(_ channel: any DescriptorStore) -> StoreLedger? {
+        if let ledger { return ledger }
+        guard let capacity, held < capacity,
+            let created = try? StoreLedger(slots: capacity),
+            channel.store([created.descriptor.raw], name: StoredName.ledgerName)
+        else { return nil }
+        held += 1
+        nameBytes += StoredName.ledgerName.utf8.count + 1
+        ledger = created
+        return created
     }
 
     /// The sweep's part: a connection is stored once it has lived `minimumAge`,
@@ -113,7 +161,9 @@ final class ConnectionStore {
 
     private func remove(_ entry: Entry) {
         for name in entry.names { channel?.remove(name: name) }
+        if let slot = entry.slot { ledger?.clear(slot) }
         held = max(0, held - entry.descriptors)
+        nameBytes = max(0, nameBytes - entry.nameBytes)
     }
 
     private func skip(now: Instant) {
@@ -155,8 +205,10 @@ final class ConnectionStore {
     func store(_ endpoint: ListeningEndpoint) {
         guard let capacity, let channel, !endpoint.activated, !isStored(endpoint), held < capacity else { return }
         let name = Self.name(of: endpoint)
-        guard channel.store([endpoint.socket.raw], name: name) else { return }
+        guard nameBytes + name.utf8.count + 1 <= budget, channel.store([endpoint.socket.raw], name: name)
+        else { return }
         held += 1
+        nameBytes += name.utf8.count + 1
         listeners[ObjectIdentifier(endpoint)] = name
     }
 
@@ -208,7 +260,10 @@ final class ConnectionStore {
                 continue
             }
             held += 1
+            nameBytes += socket.name.utf8.count + 1
             switch StoredName(parsing: socket.name) {
+            case .ledger:
+                adoptLedger(socket)
             case .listener:
                 let kind = socket.kind
                 if kind == .listeningStream {
@@ -228,6 +283,7 @@ final class ConnectionStore {
             }
         }
         for name in pairOrder { recoverPair(name: name, sockets: pairs[name] ?? []) }
+        ledger?.clearUnclaimed()
         for id in older.keys.sorted() { recoverOlder(id: id, older[id] ?? OlderPair()) }
         var seen = Set<UInt64>()
         for connection in received where !seen.insert(connection.id).inserted {
@@ -246,7 +302,8 @@ final class ConnectionStore {
     /// `connection` now owns the sockets of `recovered`: they stay stored under
     /// their names until it ends.
     func adopted(_ recovered: RecoveredConnection, by connection: Connection) {
-        connections[connection.id] = Entry(names: recovered.names, descriptors: recovered.descriptorCount)
+        connections[connection.id] = Entry(
+            names: recovered.names, descriptors: recovered.descriptorCount, slot: recovered.slot)
     }
 
     /// A recovered connection the daemon cannot use: closed, removed, logged
@@ -261,7 +318,30 @@ final class ConnectionStore {
         }
         FileDescriptor(owning: recovered.client).close()
         if let upstream = recovered.upstream { FileDescriptor(owning: upstream).close() }
-        remove(Entry(names: recovered.names, descriptors: recovered.descriptorCount))
+        remove(Entry(names: recovered.names, descriptors: recovered.descriptorCount, slot: recovered.slot))
+    }
+
+    /// The ledger that came back: its records describe the connections. A
+    /// second one under the same name (never made) is closed, and ours stored
+    /// again, since removing the name took both from PID 1.
+    private func adoptLedger(_ socket: ActivatedSocket) {
+        guard ledger == nil else {
+            drop([socket], what: "ledger", because: "is a second ledger")
+            if let ledger, let channel, channel.store([ledger.descriptor.raw], name: StoredName.ledgerName) {
+                held += 1
+                nameBytes += StoredName.ledgerName.utf8.count + 1
+            }
+            return
+        }
+        guard let received = StoreLedger(received: FileDescriptor(owning: socket.descriptor), slots: capacity ?? 0)
+        else {
+            logger.warning(
+                "stored ledger \(socket.name) is not one this reaperd can read; removed from the store",
+                [("REAPERD_FDNAME", socket.name)])
+            remove(Entry(names: [socket.name], descriptors: 1))
+            return
+        }
+        ledger = received
     }
 
     private struct OlderPair {
@@ -269,13 +349,21 @@ final class ConnectionStore {
         var upstreams: [ActivatedSocket] = []
     }
 
-    /// One `p@` name: the client socket is the one whose ports the name records.
+    /// One connection's name: its ledger record says its listener, its age,
+    /// and which socket is the client (the one with the recorded ports).
     private func recoverPair(name: String, sockets: [ActivatedSocket]) {
-        guard case .connection(let id, let listener, let accepted, let ports) = StoredName(parsing: name) else {
-            return
+        guard case .connection(let id) = StoredName(parsing: name) else { return }
+        guard let (slot, record) = ledger?.claim(id) else {
+            return drop(sockets, what: "connection", because: "has no record in the store's ledger")
+        }
+        let ports = record.client
+        func dropClearing(_ sockets: [ActivatedSocket], what: String = "connection", because why: String) {
+            ledger?.clear(slot)
+            drop(sockets, what: what, because: why)
         }
         if let wrong = sockets.first(where: { $0.kind != .stream }) {
-            return drop(sockets, what: "connection socket", because: "is not a stream connection (\(wrong.kind))")
+            return dropClearing(
+                sockets, what: "connection socket", because: "is not a stream connection (\(wrong.kind))")
         }
         let client: ActivatedSocket
         var upstream: ActivatedSocket?
@@ -285,17 +373,19 @@ final class ConnectionStore {
         case 2:
             let matching = sockets.filter { Self.ports(of: $0.descriptor) == ports }
             guard matching.count == 1, let found = matching.first else {
-                return drop(sockets, because: "holds two sockets that cannot be told apart as client and upstream")
+                return dropClearing(
+                    sockets, because: "holds two sockets that cannot be told apart as client and upstream")
             }
             client = found
             upstream = sockets.first { $0.descriptor != found.descriptor }
         default:
-            return drop(sockets, because: "holds \(sockets.count) sockets, not a client and an upstream")
+            return dropClearing(sockets, because: "holds \(sockets.count) sockets, not a client and an upstream")
         }
         received.append(
             RecoveredConnection(
-                id: id, listener: listener, acceptedAt: Self.instant(milliseconds: accepted), client: client.descriptor,
-                upstream: upstream?.descriptor, names: [name]))
+                id: id, listener: record.listener,
+                acceptedAt: Self.instant(milliseconds: record.acceptedAtMilliseconds),
+                client: client.descriptor, upstream: upstream?.descriptor, names: [name], slot: slot))
     }
 
     /// `c@` and `u@` names from an older reaperd: a pair by id.
@@ -311,7 +401,7 @@ final class ConnectionStore {
             RecoveredConnection(
                 id: id, listener: client.listener, acceptedAt: client.accepted.flatMap(Self.instant(milliseconds:)),
                 client: client.socket.descriptor, upstream: pair.upstreams.first?.descriptor,
-                names: all.map(\.name)))
+                names: all.map(\.name), slot: nil))
     }
 
     private func dropEachName(_ sockets: [ActivatedSocket], what: String = "socket", because why: String) {
@@ -352,16 +442,22 @@ final class RecoveredConnection {
     /// nil in echo mode.
     let upstream: Int32?
     let names: [String]
+    /// Its ledger record (none for pairs an older reaperd stored).
+    let slot: Int?
     fileprivate(set) var isDiscarded = false
 
     var descriptorCount: Int { upstream == nil ? 1 : 2 }
 
-    init(id: UInt64, listener: String, acceptedAt: Instant?, client: Int32, upstream: Int32?, names: [String]) {
+    init(
+        id: UInt64, listener: String, acceptedAt: Instant?, client: Int32, upstream: Int32?, names: [String],
+        slot: Int?
+    ) {
         self.id = id
         self.listener = listener
         self.acceptedAt = acceptedAt
         self.client = client
         self.upstream = upstream
         self.names = names
+        self.slot = slot
     }
 }

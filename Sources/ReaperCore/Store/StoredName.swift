@@ -5,13 +5,12 @@ public enum StoredName: Equatable, Sendable {
     /// A listening socket: `l@LISTENER@ADDRESS` (address with `:` as `_`).
     case listener(String)
     /// Connection ID, both its sockets under one name (one FDSTORE message):
-    /// `p@ID@LISTENER@ACCEPTED@LOCAL@PEER`. ACCEPTED is the accept time in
-    /// CLOCK_MONOTONIC milliseconds (shared by every process until a reboot,
-    /// when the store is gone anyway), so an age survives a restart. LOCAL and
-    /// PEER are the client socket's ports: systemd hands a name's descriptors
-    /// back in no particular order, and the ports tell the client from the
-    /// upstream (`ClientPorts`).
-    case connection(id: UInt64, listener: String, acceptedAtMilliseconds: UInt64, client: ClientPorts)
+    /// `@` and the id in base 36, as short as a name can be, because every
+    /// stored name comes back in one environment variable limited to 128 KiB.
+    /// Its listener, accept time and client ports are in the `StoreLedger`.
+    case connection(id: UInt64)
+    /// The `StoreLedger`'s memfd.
+    case ledger
     /// From reaperd before pairs were stored in one message, still read so an
     /// upgrade keeps connections: the client side `c@ID@LISTENER[@ACCEPTED]`…
     case client(id: UInt64, listener: String, acceptedAtMilliseconds: UInt64?)
@@ -34,8 +33,8 @@ public enum StoredName: Equatable, Sendable {
     public var text: String {
         switch self {
         case .listener(let name): "l@\(name)"
-        case .connection(let id, let listener, let accepted, let ports):
-            "p@\(id)@\(listener)@\(accepted)@\(ports.local)@\(ports.peer)"
+        case .connection(let id): "@" + String(id, radix: 36)
+        case .ledger: Self.ledgerName
         case .client(let id, let listener, let accepted?): "c@\(id)@\(listener)@\(accepted)"
         case .client(let id, let listener, nil): "c@\(id)@\(listener)"
         case .upstream(let id, let listener): "u@\(id)@\(listener)"
@@ -46,10 +45,13 @@ public enum StoredName: Equatable, Sendable {
         "l@\(name)@" + String(address.map { $0 == ":" ? "_" : $0 })
     }
 
-    /// A name only reaperd makes (`l@`, `p@`, `c@`, `u@`: no listener or socket
-    /// unit name can contain `@`), whether or not this version understands it.
+    static let ledgerName = "ledger@reaperd"
+
+    /// A name only reaperd makes (`@…`, `l@`, `c@`, `u@` and the ledger's: no
+    /// listener or socket unit name can contain `@`), whether or not this
+    /// version understands it.
     public static func isReaperds(_ text: String) -> Bool {
-        ["l@", "p@", "c@", "u@"].contains { text.hasPrefix($0) }
+        text == ledgerName || ["@", "l@", "c@", "u@"].contains { text.hasPrefix($0) }
     }
 
     /// nil for names that are not reaperd's, or that this version cannot read
@@ -60,13 +62,15 @@ public enum StoredName: Equatable, Sendable {
         switch parts.first {
         case "l" where parts.count == 3 && !parts[1].isEmpty:
             self = .listener(parts[1])
-        case "p" where parts.count == 6:
-            guard let id = id(parts[1]), !parts[2].isEmpty, let accepted = UInt64(parts[3]),
-                let local = UInt16(parts[4]), let peer = UInt16(parts[5])
+        case "" where parts.count == 2:
+            let digits = parts[1]
+            guard (1...13).contains(digits.utf8.count),
+                digits.utf8.allSatisfy({ (48...57).contains($0) || (97...122).contains($0) }),
+                let id = UInt64(digits, radix: 36).flatMap({ $0 < .max && $0 > 0 ? $0 : nil })
             else { return nil }
-            self = .connection(
-                id: id, listener: parts[2], acceptedAtMilliseconds: accepted,
-                client: ClientPorts(local: local, peer: peer))
+            self = .connection(id: id)
+        case "ledger" where text == Self.ledgerName:
+            self = .ledger
         case "c" where parts.count == 3 || parts.count == 4:
             guard let id = id(parts[1]), !parts[2].isEmpty else { return nil }
             var accepted: UInt64?
