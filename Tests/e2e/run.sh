@@ -7,6 +7,7 @@
 # Environment:
 #   REAPERD_E2E_CACHE   where the rootfs cache lives (default /var/cache/reaperd-e2e)
 #   REAPERD_E2E_KEEP=1  leave the container running at the end and print how to enter it
+#   REAPERD_E2E_ONLY=a,b  run only the scenarios scenario_a and scenario_b
 #                       (clean up with: kill NSPAWN_PID; umount/rm the printed directory)
 #   CT_BOOT_TIMEOUT     seconds to wait for the container's systemd (default 60)
 set -uo pipefail
@@ -280,6 +281,8 @@ run_scenarios() {
     [[ -f $E2E/scenarios.py ]] || return 0
     mapfile -t names < <(sed -n 's/^def scenario_\([A-Za-z0-9_]*\)(.*/\1/p' "$E2E/scenarios.py")
     for name in "${names[@]}"; do
+        # REAPERD_E2E_ONLY=restart_many,store_churn runs only those (a measurement).
+        [[ -n ${REAPERD_E2E_ONLY:-} && ",$REAPERD_E2E_ONLY," != *",$name,"* ]] && continue
         check "scenario-${name//_/-}" check_scenario "$name"
     done
 }

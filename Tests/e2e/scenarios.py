@@ -495,12 +495,14 @@ def scenario_crash_while_streaming():
             # A slow reader: reaperd's pipe toward it fills, so a crash loses bytes.
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
         s.sendall(b"STREAM\n")
-        results[index] = read_stream(s, stream, pace=0.05 if index % 2 else 0.005)
+        results[index] = read_stream(s, stream, pace=0.2 if index % 2 else 0.005)
 
     readers = [threading.Thread(target=run, args=(i, s), daemon=True) for i, s in enumerate(streaming)]
     for r in readers:
         r.start()
-    time.sleep(1.0)
+    # Long enough for the slow readers' backlog to pass their socket buffers
+    # and fill reaperd's pipes, so the crash loses bytes there.
+    time.sleep(3.0)
     old = main_pid()
     in_ct("kill", "-KILL", str(old))
     wait_for(lambda: main_pid() not in (0, old) and prop("reaperd.service", "ActiveState") == "active", 15,
