@@ -41,7 +41,8 @@ let configMalformedFiles: [MalformedFile] = [
     MalformedFile(
         name: "unknown section", text: echo + "[deamon]\nlog_level = info\n", line: 4,
         messagePart:
-            "unknown section [deamon]; expected [daemon], [defaults] or [listener:NAME]; did you mean [daemon]?"),
+            "unknown section [deamon]; expected [daemon], [defaults], [listener:NAME] or [service:NAME]; did you mean [daemon]?"
+    ),
     MalformedFile(
         name: "misspelt listener section", text: echo + "[listner:pg]\n", line: 4,
         messagePart: "did you mean [listener:pg]?"),
@@ -87,7 +88,44 @@ let configMalformedFiles: [MalformedFile] = [
         messagePart: "log_level is not allowed in [listener:t]; it belongs in [daemon]"),
     MalformedFile(
         name: "no listener", text: "[daemon]\nlog_level = info\n", line: nil,
-        messagePart: "no [listener:NAME] section; at least one listener is required"),
+        messagePart: "no [listener:NAME] or [service:NAME] section; at least one listener or service is required"),
+    MalformedFile(
+        name: "service without a target", text: "[service:redis]\nports = 6379\n", line: 1,
+        messagePart: "service redis: needs unit = NAME.service or cgroup = /PATH"),
+    MalformedFile(
+        name: "service with both targets", text: "[service:r]\nunit = r.service\ncgroup = /r\n", line: 3,
+        messagePart: "cgroup: give unit = or cgroup =, not both (the other is at line 2)"),
+    MalformedFile(
+        name: "service unit not a unit", text: "[service:r]\nunit = redis\n", line: 2,
+        messagePart: "unit: redis is not a unit name; expected NAME.service or NAME.scope"),
+    MalformedFile(
+        name: "service cgroup relative", text: "[service:r]\ncgroup = system.slice/r.service\n", line: 2,
+        messagePart: "cgroup: system.slice/r.service is not a cgroup path"),
+    MalformedFile(
+        name: "service cgroup escapes", text: "[service:r]\ncgroup = /a/../../b\n", line: 2,
+        messagePart: "is not a cgroup path"),
+    MalformedFile(
+        name: "service relay key", text: "[service:r]\nunit = r.service\nbacklog = 5\n", line: 3,
+        messagePart: "backlog is not allowed in [service:r]: it shapes a relay"),
+    MalformedFile(
+        name: "service listener key", text: "[service:r]\nunit = r.service\nupstream = 127.0.0.1:1\n", line: 3,
+        messagePart: "upstream is not allowed in [service:r]: it shapes a relay"),
+    MalformedFile(
+        name: "service bad port", text: "[service:r]\nunit = r.service\nports = 6379, 0\n", line: 3,
+        messagePart: "ports: 0 is not a port (1 to 65535)"),
+    MalformedFile(
+        name: "service port twice", text: "[service:r]\nunit = r.service\nports = 1, 1\n", line: 3,
+        messagePart: "ports: port 1 is listed twice"),
+    MalformedFile(
+        name: "service name taken by a listener",
+        text: "[listener:pg]\nmode = echo\nlisten = 127.0.0.1:0\n[service:pg]\nunit = pg.service\n", line: 4,
+        messagePart: "[service:pg]: the name is taken by [listener:pg] (line 1)"),
+    MalformedFile(
+        name: "service key in a listener", text: echo + "ports = 1\n", line: 4,
+        messagePart: "ports is not allowed in [listener:t]; set it in a [service:NAME] section"),
+    MalformedFile(
+        name: "misspelt service section", text: "[servce:r]\nunit = r.service\n" + echo, line: 1,
+        messagePart: "did you mean [service:r]?"),
     MalformedFile(
         name: "relay without upstream", text: "# pg\n\n[listener:pg]\nlisten = 127.0.0.1:6432\n",
         line: 3, messagePart: "listener pg: mode = relay needs upstream"),
@@ -200,7 +238,7 @@ struct ConfigErrorTests {
         #expect(
             found.map(\.description) == [
                 "/etc/reaperd/reaperd.conf:2: log_level: x is not one of debug, info, notice, warning, err",
-                "/etc/reaperd/reaperd.conf: no [listener:NAME] section; at least one listener is required",
+                "/etc/reaperd/reaperd.conf: no [listener:NAME] or [service:NAME] section; at least one listener or service is required",
             ])
         let error = ConfigError(diagnostics: found)
         #expect(error.description == found.map(\.description).joined(separator: "\n"))

@@ -185,6 +185,19 @@ let configRoundTripFiles: [String] = [
     configSpecExample,
     """
     [defaults]
+    keepalive_idle = 5s
+    idle_timeout = 1h
+    connect_timeout = 2s
+    [service:redis]
+    unit = redis-server.service
+    ports = 6379, 6380
+    user_timeout = 7s
+    [service:pg]
+    cgroup = /system.slice/postgresql@15-main.service
+    keepalive = no
+    """,
+    """
+    [defaults]
     keepalive = off
     keepalive_idle = 2min
     keepalive_interval = 7
@@ -223,3 +236,29 @@ let configRoundTripFiles: [String] = [
     user_timeout = 2147483647ms
     """,
 ]
+
+@Suite("Configuration: adopt mode sections")
+struct ServiceSectionTests {
+    /// A service inherits what means something beside a service and nothing else.
+    @Test func servicesInheritTheAdoptableDefaults() throws {
+        let configuration = try #require(
+            ConfigFixture.parse(
+                """
+                [defaults]
+                keepalive_idle = 5s
+                connect_timeout = 2s
+                [service:redis]
+                unit = redis-server.service
+                ports = 6379
+                user_timeout = 7s
+                """))
+        #expect(configuration.listeners.isEmpty)
+        let redis = try #require(configuration.services.first)
+        #expect(redis.target == .unit("redis-server.service"))
+        #expect(redis.ports == [6379])
+        #expect(redis.connection.keepaliveIdle == 5)
+        #expect(redis.connection.userTimeoutMilliseconds == 7000)
+        #expect(configuration.effectiveINI().contains("[service:redis]\nunit = redis-server.service\nports = 6379\n"))
+        #expect(!configuration.effectiveINI().split(separator: "[service:redis]")[1].contains("connect_timeout"))
+    }
+}

@@ -87,4 +87,6 @@ int cls_socket_unacked(int fd, int *out);
 /// memfd_create(2) with MFD_CLOEXEC; -1 and errno on failure.
 int cls_memfd_create(const char *name);
 
+#include "adopt.h"
+
 #endif

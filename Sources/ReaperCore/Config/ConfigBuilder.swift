@@ -24,7 +24,7 @@ struct ConfigBuilder {
                 var settings = ConnectionSettings.defaults
                 applyDefaults(section, to: &settings)
                 if !section.isDiscarded { defaults = settings }
-            case .listener:
+            case .listener, .service:
                 break
             }
         }
@@ -36,10 +36,24 @@ struct ConfigBuilder {
             let listener = buildListener(name: name, section: section, inheriting: defaults)
             if !section.isDiscarded { listeners.append(listener) }
         }
-        if !sawListenerSection {
-            diagnostics.add(nil, "no [listener:NAME] section; at least one listener is required")
+        var services: [ServiceSettings] = []
+        for section in sections {
+            guard case .service(let name) = section.kind else { continue }
+            if let listener = listeners.first(where: { $0.name == name }) {
+                diagnostics.add(
+                    section.line,
+                    "[service:\(name)]: the name is taken by [listener:\(name)] (line \(listener.line)); "
+                        + "journal entries and metrics would not tell them apart")
+            }
+            let service = buildService(name: name, section: section, inheriting: defaults)
+            if !section.isDiscarded, let service { services.append(service) }
         }
-        return Configuration(source: source, daemon: daemon, defaults: defaults, listeners: listeners)
+        if !sawListenerSection && !sections.contains(where: { if case .service = $0.kind { true } else { false } }) {
+            diagnostics.add(
+                nil, "no [listener:NAME] or [service:NAME] section; at least one listener or service is required")
+        }
+        return Configuration(
+            source: source, daemon: daemon, defaults: defaults, listeners: listeners, services: services)
     }
 
     private mutating func applyDaemon(_ section: ConfigSection, to daemon: inout DaemonSettings) {
@@ -102,6 +116,78 @@ struct ConfigBuilder {
             break
         }
         return listener
+    }
+
+    /// A `[service:NAME]` section: `unit =` or `cgroup =`, optional `ports =`,
+    /// and the connection keys that mean something beside a service.
+    private mutating func buildService(
+        name: String, section: ConfigSection, inheriting defaults: ConnectionSettings
+    ) -> ServiceSettings? {
+        var connection = defaults
+        var target: ServiceSettings.Target?
+        var targetLine: Int?
+        var ports: [UInt16] = []
+        for entry in section.entries {
+            switch (ServiceKey(rawValue: entry.key), ConnectionKey(rawValue: entry.key)) {
+            case (.unit?, _), (.cgroup?, _):
+                if let targetLine {
+                    diagnostics.add(
+                        entry.line,
+                        "\(entry.key): give unit = or cgroup =, not both (the other is at line \(targetLine))")
+                    continue
+                }
+                targetLine = entry.line
+                check(entry) { value throws(ConfigValueError) in
+                    if entry.key == ServiceKey.unit.rawValue {
+                        guard ServiceSettings.isValidUnit(value) else {
+                            throw ConfigValueError("\(value) is not a unit name; expected NAME.service or NAME.scope")
+                        }
+                        target = .unit(value)
+                    } else {
+                        guard value.hasPrefix("/"), !value.split(separator: "/").contains(".."),
+                            !value.contains("\0")
+                        else {
+                            throw ConfigValueError(
+                                "\(value) is not a cgroup path; expected /PATH below the cgroup v2 mount, "
+                                    + "e.g. /system.slice/redis-server.service")
+                        }
+                        target = .cgroup(value)
+                    }
+                }
+            case (.ports?, _):
+                check(entry) { value throws(ConfigValueError) in ports = try Self.ports(value) }
+            case (nil, let key?) where ConnectionKey.adoptable.contains(key):
+                check(entry) { value throws(ConfigValueError) in try key.apply(value, to: &connection) }
+            case (nil, _):
+                diagnostics.add(entry.line, ConfigKeySuggestion.unknownKeyMessage(entry.key, section: section.kind))
+            }
+        }
+        guard let target else {
+            if targetLine == nil && !section.isDiscarded {
+                diagnostics.add(
+                    section.line,
+                    "service \(name): needs unit = NAME.service or cgroup = /PATH to know whose connections")
+            }
+            return nil
+        }
+        return ServiceSettings(name: name, line: section.line, target: target, ports: ports, connection: connection)
+    }
+
+    /// `ports = 5432, 6432`: local ports, 1 ... 65535, none twice.
+    private static func ports(_ text: String) throws(ConfigValueError) -> [UInt16] {
+        var ports: [UInt16] = []
+        for item in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let word = String(item.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
+            guard let port = UInt16(word), port > 0 else {
+                throw ConfigValueError("\(word.isEmpty ? "an empty entry" : word) is not a port (1 to 65535)")
+            }
+            guard !ports.contains(port) else { throw ConfigValueError("port \(port) is listed twice") }
+            ports.append(port)
+        }
+        guard ports.count <= ServiceSettings.maxPorts else {
+            throw ConfigValueError("at most \(ServiceSettings.maxPorts) ports; give none to cover every connection")
+        }
+        return ports
     }
 
     /// Parses `listen = A, B, ...`: every entry a TCP address, none twice.

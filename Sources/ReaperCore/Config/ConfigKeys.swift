@@ -34,6 +34,22 @@ enum ListenerKey: String, CaseIterable {
     case upstream
 }
 
+/// Keys only a `[service:NAME]` section may set.
+enum ServiceKey: String, CaseIterable {
+    case unit
+    case cgroup
+    case ports
+}
+
+extension ConnectionKey {
+    /// The `[defaults]` keys that mean something beside a service: the
+    /// kernel's probes and the reaper's own limits. The rest shape a relay.
+    static let adoptable: [ConnectionKey] = [
+        .keepalive, .keepaliveIdle, .keepaliveInterval, .keepaliveCount, .userTimeout, .idleTimeout,
+        .halfCloseTimeout,
+    ]
+}
+
 /// Builds the message for a key its section does not know, pointing to where the key
 /// belongs or to the closest known spelling.
 enum ConfigKeySuggestion {
@@ -50,6 +66,17 @@ enum ConfigKeySuggestion {
         case .listener(let name):
             here = "[listener:\(name)]"
             known = ListenerKey.allCases.map(\.rawValue) + ConnectionKey.allCases.map(\.rawValue)
+        case .service(let name):
+            here = "[service:\(name)]"
+            known = ServiceKey.allCases.map(\.rawValue) + ConnectionKey.adoptable.map(\.rawValue)
+            if ListenerKey(rawValue: key) != nil
+                || ConnectionKey(rawValue: key).map({ !ConnectionKey.adoptable.contains($0) }) == true
+            {
+                return "\(key) is not allowed in \(here): it shapes a relay, and a service is adopted, not relayed"
+            }
+        }
+        if ServiceKey(rawValue: key) != nil {
+            return "\(key) is not allowed in \(here); set it in a [service:NAME] section"
         }
         if ListenerKey(rawValue: key) != nil {
             return "\(key) is not allowed in \(here); set it in a [listener:NAME] section"

@@ -12,6 +12,8 @@ struct ConfigSection {
         case daemon
         case defaults
         case listener(String)
+        /// `[service:NAME]`: adopt mode, beside a service instead of in front.
+        case service(String)
     }
 
     var kind: Kind
@@ -78,7 +80,22 @@ struct ConfigSection {
         case "listener":
             diagnostics.add(line, "[listener] needs a name: [listener:NAME]")
             return nil
+        case "service":
+            diagnostics.add(line, "[service] needs a name: [service:NAME]")
+            return nil
         default: break
+        }
+        let servicePrefix = "service:"
+        if name.hasPrefix(servicePrefix) {
+            let serviceName = String(name.dropFirst(servicePrefix.count))
+            guard ListenerSettings.isValidName(serviceName) else {
+                diagnostics.add(
+                    line,
+                    "invalid service name \"\(serviceName)\": use 1 to \(ListenerSettings.maxNameLength) "
+                        + "characters from A-Z a-z 0-9 _ -")
+                return (.service(serviceName), false)
+            }
+            return (.service(serviceName), true)
         }
         let listenerPrefix = "listener:"
         if name.hasPrefix(listenerPrefix) {
@@ -92,7 +109,7 @@ struct ConfigSection {
             }
             return (.listener(listenerName), true)
         }
-        var message = "unknown section [\(name)]; expected [daemon], [defaults] or [listener:NAME]"
+        var message = "unknown section [\(name)]; expected [daemon], [defaults], [listener:NAME] or [service:NAME]"
         if let suggestion = suggestSection(for: name) {
             message += "; did you mean [\(suggestion)]?"
         }
@@ -104,6 +121,7 @@ struct ConfigSection {
         if let colon = name.firstIndex(of: ":") {
             let prefix = String(name[..<colon])
             let rest = name[name.index(after: colon)...]
+            if ConfigKeySuggestion.editDistance(prefix, "service") <= 2 { return "service:\(rest)" }
             return ConfigKeySuggestion.editDistance(prefix, "listener") <= 2 ? "listener:\(rest)" : nil
         }
         return ConfigKeySuggestion.closest(to: name, among: ["daemon", "defaults"])

@@ -11,20 +11,24 @@ public struct Configuration: Hashable, Sendable {
     public var daemon: DaemonSettings
     /// The `[defaults]` section as written, over the built-in defaults.
     public var defaults: ConnectionSettings
-    /// In file order; a valid configuration has at least one.
+    /// In file order; a valid configuration has at least one listener or service.
     public var listeners: [ListenerSettings]
+    /// Adopt mode's `[service:NAME]` sections, in file order.
+    public var services: [ServiceSettings]
 
     /// A configuration built in code (tests, the embedded default); no validation is applied.
     public init(
         source: ConfigSource,
         daemon: DaemonSettings = .defaults,
         defaults: ConnectionSettings = .defaults,
-        listeners: [ListenerSettings]
+        listeners: [ListenerSettings],
+        services: [ServiceSettings] = []
     ) {
         self.source = source
         self.daemon = daemon
         self.defaults = defaults
         self.listeners = listeners
+        self.services = services
     }
 
     /// What runs with no configuration file (SPEC §4): one echo listener, `echo`, on

@@ -19,6 +19,17 @@ extension Configuration {
             }
             lines += ConnectionKey.allCases.map { "\($0.rawValue) = \($0.text(in: listener.connection))" }
         }
+        for service in services {
+            lines += ["", "[service:\(service.name)]"]
+            switch service.target {
+            case .unit(let name): lines.append("unit = \(name)")
+            case .cgroup(let path): lines.append("cgroup = \(path)")
+            }
+            if !service.ports.isEmpty {
+                lines.append("ports = \(service.ports.map(String.init).joined(separator: ", "))")
+            }
+            lines += ConnectionKey.adoptable.map { "\($0.rawValue) = \($0.text(in: service.connection))" }
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 }

@@ -5,22 +5,33 @@ extension Daemon {
         case .status(let json):
             return ControlResponse.ok(json ? statusJSON() : statusText())
         case .connections(let name, let json):
-            if let name, listeners[name] == nil { return ControlResponse.error("no listener named '\(name)'") }
-            let rows = table.all.filter { name == nil || $0.listener.name == name }.sorted { $0.id < $1.id }
+            if let name, listeners[name] == nil && services[name] == nil {
+                return ControlResponse.error("no listener or service named '\(name)'")
+            }
+            let relayed = table.all.filter { name == nil || $0.listener.name == name }
             // The sweep reads an idle socket only about once per keepalive_idle;
             // an operator looking gets the round-trip time as of now.
-            for connection in rows {
+            for connection in relayed {
                 if let fd = connection.clientDescriptor, let info = try? TCPInfo.read(fd) {
                     connection.watch.rttMicroseconds = info.rttMicroseconds
                 }
             }
+            var rows = relayed.map(ConnectionRow.init)
+            for service in orderedServices where name == nil || service.settings.name == name {
+                rows += service.connections.values.map { ConnectionRow($0, service: service.settings.name) }
+            }
+            rows.sort { $0.id < $1.id }
             return ControlResponse.ok(json ? connectionsJSON(rows) : connectionsTable(rows))
         case .reap(let id):
-            guard let connection = table.find(id: id), connection.phase != .ended else {
-                return ControlResponse.error("no connection with id \(id)")
+            if let connection = table.find(id: id), connection.phase != .ended {
+                connection.reap(.admin)
+                return ControlResponse.ok("reaped connection \(id)\n")
             }
-            connection.reap(.admin)
-            return ControlResponse.ok("reaped connection \(id)\n")
+            switch reapAdopted(id: id) {
+            case true?: return ControlResponse.ok("reaped adopted connection \(id)\n")
+            case false?: return ControlResponse.error("adopted connection \(id) could not be destroyed")
+            case nil: return ControlResponse.error("no connection with id \(id)")
+            }
         case .reload:
             switch reload(trigger: "reaperctl") {
             case .applied: return ControlResponse.ok("configuration reloaded from \(configSourceDescription)\n")
@@ -29,11 +40,17 @@ extension Daemon {
         }
     }
 
-    var orderedListeners: [ListenerState] { listenerOrder.compactMap { listeners[$0] } }
+    /// Listeners, then adopted services (their counters carry the service's name).
+    var orderedListeners: [ListenerState] {
+        listenerOrder.compactMap { listeners[$0] } + orderedServices.map(\.state)
+    }
 
     func healthCounts() -> HealthCounts {
         var counts = HealthCounts()
         for connection in table.all { counts[connection.health] += 1 }
+        for service in orderedServices {
+            for connection in service.connections.values { counts[connection.health] += 1 }
+        }
         return counts
     }
 
@@ -135,46 +152,90 @@ extension Daemon {
         return json.text + "\n"
     }
 
-    private func connectionsJSON(_ rows: [Connection]) -> String {
-        let now = Instant.now()
+    private func connectionsJSON(_ rows: [ConnectionRow]) -> String {
         var json = JSONWriter()
         json.beginArray()
-        for connection in rows {
+        for row in rows {
             json.beginObject()
-            json.field("id", connection.id)
-            json.field("listener", connection.listener.name)
-            json.field("peer", "\(connection.peer)")
-            json.field("upstream", connection.upstreamAddress.map { "\($0)" } ?? "echo")
-            json.field("age_seconds", now.since(connection.startedAt).secondsAsDouble)
-            json.field("idle_seconds", now.since(connection.lastActivity).secondsAsDouble)
-            json.field("health", connection.phase == .connecting ? "connecting" : connection.health.rawValue)
-            json.field("probes", Int(connection.probes))
-            json.field("rtt_us", Int(connection.rttMicroseconds))
-            json.field("bytes_in", connection.bytesIn)
-            json.field("bytes_out", connection.bytesOut)
+            json.field("id", row.id)
+            json.field("listener", row.listener)
+            json.field("peer", row.peer)
+            json.field("upstream", row.upstream)
+            json.field("age_seconds", row.age.secondsAsDouble)
+            json.field("idle_seconds", row.idle.secondsAsDouble)
+            json.field("health", row.health)
+            json.field("probes", Int(row.probes))
+            json.field("rtt_us", Int(row.rttMicroseconds))
+            json.field("bytes_in", row.bytesIn)
+            json.field("bytes_out", row.bytesOut)
+            json.field("adopted", row.adopted)
             json.endObject()
         }
         json.endArray()
         return json.text + "\n"
     }
 
-    private func connectionsTable(_ rows: [Connection]) -> String {
-        let now = Instant.now()
+    private func connectionsTable(_ rows: [ConnectionRow]) -> String {
         var table: [[String]] = [
             ["ID", "LISTENER", "PEER", "UPSTREAM", "AGE", "IDLE", "HEALTH", "PROBES", "RTT", "IN", "OUT"]
         ]
-        for connection in rows {
+        for row in rows {
             table.append([
-                "\(connection.id)", connection.listener.name, "\(connection.peer)",
-                connection.upstreamAddress.map { "\($0)" } ?? "echo",
-                "\(now.since(connection.startedAt).components.seconds)s",
-                "\(now.since(connection.lastActivity).components.seconds)s",
-                connection.phase == .connecting ? "connecting" : connection.health.rawValue,
-                "\(connection.probes)", String(format3: Double(connection.rttMicroseconds) / 1000) + "ms",
-                "\(connection.bytesIn)", "\(connection.bytesOut)",
+                "\(row.id)", row.listener, row.peer, row.upstream, "\(row.age.components.seconds)s",
+                "\(row.idle.components.seconds)s", row.health, "\(row.probes)",
+                String(format3: Double(row.rttMicroseconds) / 1000) + "ms", "\(row.bytesIn)", "\(row.bytesOut)",
             ])
         }
         return TextTable.render(table)
+    }
+}
+
+/// One line of `reaperctl connections`: a relayed connection, or an adopted
+/// one (its UPSTREAM is the service's own address, marked `adopted`).
+struct ConnectionRow {
+    let id: UInt64
+    let listener: String
+    let peer: String
+    let upstream: String
+    let age: Duration
+    let idle: Duration
+    let health: String
+    let probes: UInt8
+    let rttMicroseconds: UInt32
+    let bytesIn: UInt64
+    let bytesOut: UInt64
+    let adopted: Bool
+
+    init(_ connection: Connection) {
+        let now = Instant.now()
+        id = connection.id
+        listener = connection.listener.name
+        peer = "\(connection.peer)"
+        upstream = connection.upstreamAddress.map { "\($0)" } ?? "echo"
+        age = now.since(connection.startedAt)
+        idle = now.since(connection.lastActivity)
+        health = connection.phase == .connecting ? "connecting" : connection.health.rawValue
+        probes = connection.probes
+        rttMicroseconds = connection.rttMicroseconds
+        bytesIn = connection.bytesIn
+        bytesOut = connection.bytesOut
+        adopted = false
+    }
+
+    init(_ connection: AdoptedConnection, service: String) {
+        let now = Instant.now()
+        id = connection.id
+        listener = service
+        peer = connection.peer.map { "\($0)" } ?? "?"
+        upstream = (connection.local.map { "\($0)" } ?? "?") + " (adopted)"
+        age = now.since(connection.firstSeen)
+        idle = now.since(connection.lastActivity)
+        health = connection.health.rawValue
+        probes = connection.probesLastSeen
+        rttMicroseconds = connection.info?.rttMicroseconds ?? 0
+        bytesIn = connection.bytesIn
+        bytesOut = connection.bytesOut
+        adopted = true
     }
 }
 

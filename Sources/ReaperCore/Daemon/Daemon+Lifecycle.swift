@@ -49,6 +49,7 @@ extension Daemon {
         } catch {
             return .refused(error.message)
         }
+        applyServices(next)
         let previous = configuration.daemon
         configuration = next
         logger.level = next.daemon.logLevel

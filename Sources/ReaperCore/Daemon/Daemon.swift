@@ -22,6 +22,11 @@ public final class Daemon: ConnectionOwner {
     var activated: [ActivatedSocket]
     /// systemd's file descriptor store: what is kept there across restarts.
     let store: ConnectionStore
+    /// Adopt mode's services by name, in file order (Daemon+Adopt).
+    var services: [String: AdoptedService] = [:]
+    var serviceOrder: [String] = []
+    var sockDiag: SockDiag?
+    var cgroupMount: String?
     var upstreamWarnedAt: Instant?
     var upstreamWarningsSuppressed = 0
 
@@ -90,6 +95,12 @@ public final class Daemon: ConnectionOwner {
                 closeServices()
                 throw StartError(message: "metrics \(address): \(error.failure)", errno: error.failure.errno.code)
             }
+        }
+        do {
+            try startServices()
+        } catch {
+            closeServices()
+            throw error
         }
         store.releaseUnadoptedListeners()
         recoverStoredConnections()

@@ -43,6 +43,7 @@ extension Daemon {
             sockets += Reaper.examine(connection, now: started)
             store.storeIfDue(connection, now: started, minimumAge: configuration.daemon.fdStoreMinAge)
         }
+        sockets += sweepServices(now: started)
         sweepStats.record(seconds: Instant.now().since(started).secondsAsDouble, sockets: sockets)
         publishStatus()
     }

@@ -32,6 +32,7 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
     public static let notSupported = Errno(EOPNOTSUPP)
     public static let connectionAborted = Errno(ECONNABORTED)
     public static let notASocket = Errno(ENOTSOCK)
+    public static let notPermitted = Errno(EPERM)
 
     /// The kernel's text for this error, e.g. "Connection timed out".
     public var description: String {

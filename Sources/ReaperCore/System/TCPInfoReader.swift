@@ -62,6 +62,11 @@ public struct TCPInfo: Hashable, Sendable {
     public static func read(_ fd: Int32) throws(SystemError) -> TCPInfo {
         var raw = cls_tcp_info()
         _ = try syscall("getsockopt(TCP_INFO)") { cls_tcp_info(fd, &raw) }
+        return TCPInfo(raw)
+    }
+
+    /// From the shim's copy of the kernel's struct (getsockopt, or a sock_diag dump).
+    init(_ raw: cls_tcp_info) {
         var info = TCPInfo()
         info.state = raw.state
         info.probes = raw.probes
@@ -75,6 +80,6 @@ public struct TCPInfo: Hashable, Sendable {
         info.lastAckReceivedMilliseconds = raw.last_ack_recv_ms
         info.bytesAcked = raw.bytes_acked
         info.bytesReceived = raw.bytes_received
-        return info
+        self = info
     }
 }
