@@ -142,6 +142,8 @@ install: release
 	install -d $(DESTDIR)$(UNITDIR)
 	sed 's#/usr/local/bin/#$(BINDIR)/#g' systemd/reaperd.service >$(DESTDIR)$(UNITDIR)/reaperd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/reaperd.service
+	sed 's#/usr/local/bin/#$(BINDIR)/#g' systemd/reaperd-adopt.service >$(DESTDIR)$(UNITDIR)/reaperd-adopt.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/reaperd-adopt.service
 	install -m 0644 systemd/reaperd.socket $(DESTDIR)$(UNITDIR)/reaperd.socket
 	install -d -m 0755 $(DESTDIR)$(CONFDIR)
 	@if [ -e $(DESTDIR)$(CONFDIR)/reaperd.conf ]; then \
@@ -149,6 +151,12 @@ install: release
 	else \
 		echo "install -m 0644 config/reaperd.conf $(DESTDIR)$(CONFDIR)/reaperd.conf"; \
 		install -m 0644 config/reaperd.conf $(DESTDIR)$(CONFDIR)/reaperd.conf; \
+	fi
+	@if [ -e $(DESTDIR)$(CONFDIR)/adopt.conf ]; then \
+		echo "keeping existing $(DESTDIR)$(CONFDIR)/adopt.conf (example: config/adopt.conf)"; \
+	else \
+		echo "install -m 0644 config/adopt.conf $(DESTDIR)$(CONFDIR)/adopt.conf"; \
+		install -m 0644 config/adopt.conf $(DESTDIR)$(CONFDIR)/adopt.conf; \
 	fi
 	install -d $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
 	install -m 0644 man/reaperd.conf.5 $(DESTDIR)$(MANDIR)/man5/
@@ -161,7 +169,8 @@ install: release
 # Leaves $(CONFDIR)/reaperd.conf: it is the operator's.
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/reaperd $(DESTDIR)$(BINDIR)/reaperctl
-	rm -f $(DESTDIR)$(UNITDIR)/reaperd.service $(DESTDIR)$(UNITDIR)/reaperd.socket
+	rm -f $(DESTDIR)$(UNITDIR)/reaperd.service $(DESTDIR)$(UNITDIR)/reaperd.socket \
+		$(DESTDIR)$(UNITDIR)/reaperd-adopt.service
 	rm -f $(DESTDIR)$(MANDIR)/man5/reaperd.conf.5 \
 		$(DESTDIR)$(MANDIR)/man8/reaperd.8 $(DESTDIR)$(MANDIR)/man8/reaperctl.8
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \

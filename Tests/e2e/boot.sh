@@ -18,6 +18,8 @@
 #   --register=no: no machined to register with (PID 1 here may not be systemd);
 #   --keep-unit: do not ask a host systemd for a scope, use the cgroup we are in;
 #   --console=pipe: no tty in CI; the container's console goes to $CT_WORK/console.log.
+#   --system-call-filter and --capability: what adopt mode (reaperd-adopt.service)
+#   needs inside; nothing else in the container uses them.
 #   No --private-network: the container shares the host's network namespace, so a
 #   client on the host reaches a daemon listening on 127.0.0.1 inside.
 # - With --keep-unit nspawn makes "payload" and "supervisor" sub-cgroups of the cgroup
@@ -115,8 +117,11 @@ _ct_remove_cgroup() {
 ct_boot() {
     local deadline state child comm
     [[ -n $CT_ROOT ]] || { ct_log "ct_prepare first"; return 1; }
+    # bpf(2) and the capabilities of reaperd-adopt.service: nspawn's own seccomp
+    # filter leaves bpf out on purpose, and its default capability set lacks these.
     local nspawn=(systemd-nspawn --quiet -D "$CT_ROOT" -M "$CT_NAME" -b
-        --register=no --keep-unit --console=pipe)
+        --register=no --keep-unit --console=pipe
+        --system-call-filter="bpf pidfd_open pidfd_getfd" --capability=CAP_BPF,CAP_NET_ADMIN,CAP_SYS_PTRACE)
 
     if [[ -d /run/systemd/system ]]; then
         # A systemd host: a delegated transient scope is nspawn's own cgroup.

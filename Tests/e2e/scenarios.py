@@ -749,6 +749,79 @@ def scenario_store_churn():
     assert per_thousand < 0.03, f"PID 1 spent {per_thousand * 100:.1f}% of a core per 1000 connections/s"
 
 
+def scenario_adopt_unit():
+    """reaperd-adopt.service adopts a unit by name: the unit's vanished clients get
+    the kernel's keepalive probes although the service itself never asked for them,
+    and are reaped; restarted (a new cgroup), the unit is covered again without
+    reaperd restarting. The adopted service is reaperd itself in echo mode with
+    keepalive off: an unmodified service that never probes."""
+    port = 17100
+    write_ct("/etc/echo-svc.conf", f"[daemon]\ncontrol_socket = /run/echo-svc.sock\n\n[listener:svc]\n"
+             f"listen = 127.0.0.1:{port}\nmode = echo\nkeepalive = no\nuser_timeout = 0\n")
+    write_ct("/etc/systemd/system/echo-svc.service",
+             "[Service]\nExecStart=/usr/local/bin/reaperd --config /etc/echo-svc.conf\n")
+    write_ct("/etc/reaperd/adopt.conf", "[daemon]\ncontrol_socket = /run/reaperd-adopt/control.sock\n"
+             "poll_interval = 200ms\n\n[service:echo]\nunit = echo-svc.service\nkeepalive_idle = 1s\n"
+             "keepalive_interval = 1s\nkeepalive_count = 2\n")
+    in_ct("systemctl", "daemon-reload")
+    in_ct("systemctl", "start", "echo-svc.service")
+    in_ct("systemctl", "start", "reaperd-adopt.service")
+    assert prop("reaperd-adopt.service", "ActiveState") == "active"
+    score = in_ct("systemd-analyze", "security", "reaperd-adopt.service", "--no-pager", check=False).stdout
+    exposure = [line for line in score.splitlines() if "Overall exposure level" in line]
+
+    def adopted_reaps():
+        out = in_ct("journalctl", "-u", "reaperd-adopt.service", "REAPERD_REASON=keepalive", "-o", "json",
+                    "--no-pager").stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    vanish = Vanish()
+    clients = []
+    try:
+        for round_number in (1, 2):
+            if round_number == 2:
+                old = prop("echo-svc.service", "MainPID")
+                in_ct("systemctl", "restart", "echo-svc.service")
+                wait_for(lambda: prop("echo-svc.service", "MainPID") not in ("0", old), 10, "echo-svc to restart")
+                wait_for(lambda: in_ct("journalctl", "-u", "reaperd-adopt.service", "-o", "cat", "--no-pager")
+                         .stdout.count("adopting unit echo-svc.service") >= 2, 10,
+                         "reaperd-adopt to attach to the restarted unit's new cgroup")
+            s = wait_for(lambda: _try_connect(port), 10, "echo-svc to accept")
+            clients.append(s)
+            assert round_trip(s), "echo-svc does not echo"
+            alive = socket.create_connection(("127.0.0.1", port), timeout=5)
+            clients.append(alive)
+            assert round_trip(alive)
+            vanish.drop(s.getsockname()[1], peer_port=port)
+            started = time.monotonic()
+            peer = f"127.0.0.1:{s.getsockname()[1]}"
+            wait_for(lambda: [e for e in adopted_reaps() if e.get("REAPERD_PEER") == peer], 10,
+                     f"round {round_number}: the vanished client of the adopted unit to be reaped")
+            elapsed = time.monotonic() - started
+            entry = [e for e in adopted_reaps() if e.get("REAPERD_PEER") == peer][0]
+            assert entry.get("REAPERD_LISTENER") == "echo" and entry.get("REAPERD_ADOPTED") == "1", entry
+            assert round_trip(alive), "a living client of the adopted unit stopped working"
+            listed = json.loads(in_ct("reaperctl", "--socket", "/run/reaperd-adopt/control.sock", "connections",
+                                      "--json").stdout)
+            assert f"127.0.0.1:{alive.getsockname()[1]}" in [c["peer"] for c in listed], listed
+            print(f"round {round_number}: reaped {elapsed:.1f}s after the client vanished "
+                  f"(pid {entry.get('REAPERD_PID')}, {entry.get('REAPERD_COMM')})")
+    finally:
+        vanish.close()
+        for s in clients:
+            s.close()
+        in_ct("systemctl", "stop", "reaperd-adopt.service", "echo-svc.service", check=False)
+    print("reaperd-adopt.service adopted echo-svc.service by name and followed its restart; "
+          + (exposure[0].strip() if exposure else "no security score"))
+
+
+def _try_connect(port):
+    try:
+        return socket.create_connection(("127.0.0.1", port), timeout=2)
+    except OSError:
+        return None
+
+
 def scenario_socket_activation():
     """reaperd.socket passes a socket named pg that serves [listener:pg]."""
     up = Upstream(UPSTREAM_PORT)

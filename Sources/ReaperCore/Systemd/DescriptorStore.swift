@@ -62,7 +62,7 @@ public final class SystemdDescriptorStore: DescriptorStore {
         let announced = Files.environment("FDSTORE").flatMap { Int($0) } ?? 0
         switch mode {
         case .no: return nil
-        case .yes: return announced > 0 ? announced : 16384
+        case .yes: return announced > 0 ? announced : 8192
         case .auto: return announced > 0 ? announced : nil
         }
     }
