@@ -700,7 +700,7 @@ def scenario_store_churn():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     port = UPSTREAM_PORT + 2
     held_count = int(os.environ.get("REAPERD_E2E_CHURN_HELD", "1000"))
-    seconds = float(os.environ.get("REAPERD_E2E_CHURN_SECONDS", "8"))
+    seconds = float(os.environ.get("REAPERD_E2E_CHURN_SECONDS", "6"))
     ready = multiprocessing.Event()
     server = multiprocessing.Process(target=selector_echo_server, args=(port, ready), daemon=True)
     server.start()
@@ -711,8 +711,14 @@ def scenario_store_churn():
             .replace("max_connections = 2000", "max_connections = 10000").replace("keepalive_idle = 1s", "keepalive_idle = 60s")
         write_ct("/etc/systemd/system/reaperd.service.d/e2e.conf", DROPIN)
         in_ct("systemctl", "daemon-reload")
-        for mode, extra in (("min age 2s", "fd_store_min_age = 2s\n"), ("min age 0", "fd_store_min_age = 0\n"),
-                            ("fd_store = no", "fd_store = no\n")):
+        # The two rates compared are interleaved, three rounds each, and the medians
+        # compared: the Python clients, not reaperd, set the rate, and this shared
+        # 2-core machine drifts between one minute and the next.
+        modes = {"min age 2s": "fd_store_min_age = 2s\n", "min age 0": "fd_store_min_age = 0\n",
+                 "fd_store = no": "fd_store = no\n"}
+        order = ["min age 2s", "fd_store = no"] * 3 + ["min age 0"]
+        for mode in order:
+            extra = modes[mode]
             write_ct("/etc/reaperd/reaperd.conf", base.replace("[daemon]\n", "[daemon]\n" + extra))
             in_ct("systemctl", "restart", "reaperd.service")
             held = [socket.create_connection(("127.0.0.1", LISTEN_PORT), timeout=10) for _ in range(held_count)]
@@ -732,17 +738,23 @@ def scenario_store_churn():
             elapsed = time.monotonic() - started
             cpu = pid1_cpu_seconds() - cpu_before
             rate = counter.value / elapsed
-            results[mode] = (rate, cpu / elapsed)
+            results.setdefault(mode, []).append((rate, cpu / elapsed))
             in_ct("systemctl", "stop", "reaperd.service")
             for s in held:
                 s.close()
     finally:
         server.kill()
-    rate, share = results["min age 2s"]
-    rate0, share0 = results["min age 0"]
-    rate_no, _ = results["fd_store = no"]
+    def median(mode):
+        runs = sorted(results[mode])
+        return runs[len(runs) // 2]
+
+    rate, share = median("min age 2s")
+    rate0, share0 = median("min age 0")
+    rate_no, _ = median("fd_store = no")
+    print("runs: " + "; ".join(f"{mode}: " + ", ".join(f"{r:.0f}/s" for r, _ in runs) for mode, runs in results.items()))
     per_thousand = share / (rate / 1000) if rate else float("inf")
-    print(f"churn beside {held_count} held connections: min age 2s {rate:.0f}/s, PID 1 {share * 100:.1f}% of a core "
+    print(f"churn beside {held_count} held connections (medians of {len(results['min age 2s'])}, interleaved): "
+          f"min age 2s {rate:.0f}/s, PID 1 {share * 100:.1f}% of a core "
           f"({per_thousand * 100:.2f}% per 1000/s); min age 0 {rate0:.0f}/s, PID 1 {share0 * 100:.1f}%; "
           f"fd_store = no {rate_no:.0f}/s; rate with the store {rate / rate_no:.2f}x without")
     assert rate > 0 and rate_no > 0, results
@@ -765,6 +777,9 @@ def scenario_adopt_unit():
              "keepalive_interval = 1s\nkeepalive_count = 2\n")
     in_ct("systemctl", "daemon-reload")
     in_ct("systemctl", "start", "echo-svc.service")
+    # A client from before reaperd-adopt started: retrofitted through pidfd_getfd.
+    early = wait_for(lambda: _try_connect(port), 10, "echo-svc to accept")
+    assert round_trip(early)
     in_ct("systemctl", "start", "reaperd-adopt.service")
     assert prop("reaperd-adopt.service", "ActiveState") == "active"
     score = in_ct("systemd-analyze", "security", "reaperd-adopt.service", "--no-pager", check=False).stdout
@@ -793,6 +808,9 @@ def scenario_adopt_unit():
             clients.append(alive)
             assert round_trip(alive)
             vanish.drop(s.getsockname()[1], peer_port=port)
+            if round_number == 1:
+                vanish.drop(early.getsockname()[1], peer_port=port)
+                clients.append(early)
             started = time.monotonic()
             peer = f"127.0.0.1:{s.getsockname()[1]}"
             wait_for(lambda: [e for e in adopted_reaps() if e.get("REAPERD_PEER") == peer], 10,
@@ -800,6 +818,12 @@ def scenario_adopt_unit():
             elapsed = time.monotonic() - started
             entry = [e for e in adopted_reaps() if e.get("REAPERD_PEER") == peer][0]
             assert entry.get("REAPERD_LISTENER") == "echo" and entry.get("REAPERD_ADOPTED") == "1", entry
+            # The owner, read from another user's /proc/PID/fd (CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE).
+            assert entry.get("REAPERD_COMM") == "reaperd" and entry.get("REAPERD_PID"), entry
+            if round_number == 1:
+                early_peer = f"127.0.0.1:{early.getsockname()[1]}"
+                wait_for(lambda: [e for e in adopted_reaps() if e.get("REAPERD_PEER") == early_peer], 5,
+                         "the client from before reaperd-adopt started to be reaped too")
             assert round_trip(alive), "a living client of the adopted unit stopped working"
             listed = json.loads(in_ct("reaperctl", "--socket", "/run/reaperd-adopt/control.sock", "connections",
                                       "--json").stdout)

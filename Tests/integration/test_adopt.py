@@ -254,3 +254,58 @@ def test_adopt_mode_without_its_capabilities_is_a_clear_start_up_error(daemon_fa
     assert result.returncode == 1, (result.returncode, result.stderr)
     assert "needs CAP_BPF and CAP_NET_ADMIN" in result.stderr and "reaperd-adopt.service" in result.stderr, \
         result.stderr
+
+
+def keepalive_armed(server_port, client):
+    """Whether the server's side of `client` has a keepalive timer (ss -tino)."""
+    out = subprocess.run(["ss", "-tinoH", "state", "established", f"( sport = :{server_port} and dport = :"
+                          f"{client.getsockname()[1]} )"], capture_output=True, text=True, timeout=10).stdout
+    assert out.strip(), f"ss does not show the server's side of {client.getsockname()}"
+    return "timer:(keepalive" in out
+
+
+def test_reload_adds_and_removes_services_and_nothing_stays_attached(daemon_factory, cgroup):
+    """A reload adopts a new service and lets go of a removed one; when reaperd
+    stops, the kernel detaches its program: connections made afterwards get no
+    keepalive from it."""
+    from conftest import listener_section
+    server = Server(cgroup)
+    echo_only = [listener_section("e", "127.0.0.1:0", mode="echo")]
+    d = daemon_factory(echo_only, daemon_keys={"poll_interval": "200ms"})
+    d.start()
+    clients = []
+    try:
+        before = socket.create_connection(("127.0.0.1", server.port))
+        clients.append(before)
+        assert echo(before) and not keepalive_armed(server.port, before)
+        d.write_config(echo_only + [service_section("py", cgroup, keepalive_idle="30s")])
+        assert d.ctl("reload").returncode == 0, d.log()
+        wait_for(lambda: "adopting cgroup" in d.log(), timeout=5, what="the reload to adopt the service")
+        assert "1 of 1 existing ones retrofitted" in d.log(), d.log()
+        assert keepalive_armed(server.port, before), "the connection from before the reload was not retrofitted"
+        during = socket.create_connection(("127.0.0.1", server.port))
+        clients.append(during)
+        assert echo(during) and keepalive_armed(server.port, during)
+        wait_for(lambda: len([c for c in d.connections() if c.get("adopted")]) == 2, timeout=3,
+                 what="both connections listed")
+
+        d.write_config(echo_only)
+        assert d.ctl("reload").returncode == 0, d.log()
+        assert "service no longer adopted" in d.log()
+        after_removal = socket.create_connection(("127.0.0.1", server.port))
+        clients.append(after_removal)
+        assert echo(after_removal) and not keepalive_armed(server.port, after_removal)
+        assert not [c for c in d.connections() if c.get("adopted")]
+
+        d.write_config(echo_only + [service_section("py", cgroup, keepalive_idle="30s")])
+        assert d.ctl("reload").returncode == 0, d.log()
+        wait_for(lambda: d.log().count("adopting cgroup") == 2, timeout=5, what="the service adopted again")
+        d.stop()
+        after_stop = socket.create_connection(("127.0.0.1", server.port))
+        clients.append(after_stop)
+        assert echo(after_stop) and not keepalive_armed(server.port, after_stop), \
+            "reaperd's program stayed attached after it stopped"
+    finally:
+        for s in clients:
+            s.close()
+        server.close()

@@ -85,29 +85,17 @@ struct ConfigSection {
             return nil
         default: break
         }
-        let servicePrefix = "service:"
-        if name.hasPrefix(servicePrefix) {
-            let serviceName = String(name.dropFirst(servicePrefix.count))
-            guard ListenerSettings.isValidName(serviceName) else {
+        // Named sections: listeners and services share the name rules.
+        for (word, make) in [("listener", Kind.listener), ("service", Kind.service)] where name.hasPrefix(word + ":") {
+            let given = String(name.dropFirst(word.count + 1))
+            guard ListenerSettings.isValidName(given) else {
                 diagnostics.add(
                     line,
-                    "invalid service name \"\(serviceName)\": use 1 to \(ListenerSettings.maxNameLength) "
+                    "invalid \(word) name \"\(given)\": use 1 to \(ListenerSettings.maxNameLength) "
                         + "characters from A-Z a-z 0-9 _ -")
-                return (.service(serviceName), false)
+                return (make(given), false)
             }
-            return (.service(serviceName), true)
-        }
-        let listenerPrefix = "listener:"
-        if name.hasPrefix(listenerPrefix) {
-            let listenerName = String(name.dropFirst(listenerPrefix.count))
-            guard ListenerSettings.isValidName(listenerName) else {
-                diagnostics.add(
-                    line,
-                    "invalid listener name \"\(listenerName)\": use 1 to \(ListenerSettings.maxNameLength) "
-                        + "characters from A-Z a-z 0-9 _ -")
-                return (.listener(listenerName), false)
-            }
-            return (.listener(listenerName), true)
+            return (make(given), true)
         }
         var message = "unknown section [\(name)]; expected [daemon], [defaults], [listener:NAME] or [service:NAME]"
         if let suggestion = suggestSection(for: name) {

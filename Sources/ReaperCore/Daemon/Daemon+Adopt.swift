@@ -28,10 +28,12 @@ extension Daemon {
                     + "which this process lacks: run it from reaperd-adopt.service, or remove the [service:] sections",
                 errno: Errno.notPermitted.code)
         }
-        if !Capabilities.missing([.sysPtrace]).isEmpty {
+        let retrofitting = Capabilities.missing([.sysPtrace, .dacReadSearch])
+        if !retrofitting.isEmpty {
             logger.warning(
-                "without CAP_SYS_PTRACE, connections that exist before reaperd attaches to a service are watched "
-                    + "but get no keepalive (pidfd_getfd)")
+                "without \(retrofitting.map(\.description).joined(separator: " and ")), connections that exist "
+                    + "before reaperd attaches to a service are watched but get no keepalive (pidfd_getfd, "
+                    + "/proc/PID/fd), and reaps do not name the owning process")
         }
         do {
             try prepareAdopting()
@@ -116,7 +118,7 @@ extension Daemon {
             if let failed = outcome.failed {
                 logger.warning(
                     "service \(service.settings.name): connections older than reaperd's attachment are watched "
-                        + "but have no keepalive: \(failed) (retrofitting needs CAP_SYS_PTRACE)",
+                        + "but have no keepalive: \(failed) (retrofitting needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)",
                     [("REAPERD_LISTENER", service.settings.name), ("REAPERD_ERROR", "\(failed)")])
             }
         case .lost:

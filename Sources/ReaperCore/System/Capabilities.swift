@@ -2,6 +2,7 @@
 /// name what is missing before the kernel answers a bare EPERM.
 enum Capabilities {
     enum Capability: Int, CaseIterable, CustomStringConvertible {
+        case dacReadSearch = 2
         case netAdmin = 12
         case sysPtrace = 19
         case perfmon = 38
@@ -9,6 +10,7 @@ enum Capabilities {
 
         var description: String {
             switch self {
+            case .dacReadSearch: "CAP_DAC_READ_SEARCH"
             case .netAdmin: "CAP_NET_ADMIN"
             case .sysPtrace: "CAP_SYS_PTRACE"
             case .perfmon: "CAP_PERFMON"
