@@ -37,9 +37,9 @@ RELEASE_FLAGS := $(SWIFTPM) -c release --static-swift-stdlib
 # Debian packages, by purpose. Each deps-* target installs its own list plus the build
 # list, in one apt-get run.
 BUILD_PKGS := libsystemd-dev pkg-config
-TEST_PKGS := iproute2 nftables netcat-openbsd procps python3 python3-pytest
+TEST_PKGS := iproute2 nftables netcat-openbsd procps python3 python3-pytest redis-server
 E2E_PKGS := systemd-container debootstrap debian-archive-keyring
-BENCH_PKGS := haproxy socat
+BENCH_PKGS := haproxy socat redis-server
 
 ifeq ($(shell id -u),0)
 SUDO :=
@@ -187,6 +187,7 @@ clean:
 bench: deps-bench release
 	@$(call apt_install,nftables iproute2 procps python3 gcc libc6-dev)
 	REAPERD=$(SCRATCH)/release/reaperd bash bench/run.sh $(BENCH_ARGS)
+	python3 bench/adopt.py --reaperd $(SCRATCH)/release/reaperd
 
 # libFuzzer + AddressSanitizer targets in Tests/fuzz: the INI parser and validator (config),
 # control-socket requests (control), metrics HTTP requests (metrics). Tests/fuzz/build.sh builds

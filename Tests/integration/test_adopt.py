@@ -8,6 +8,7 @@ sees what the service itself saw: ETIMEDOUT from the kernel's probes or user
 timeout, ECONNABORTED from SOCK_DESTROY. Needs root (BPF, cgroups, nft).
 """
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -119,10 +120,11 @@ def service_section(name, cgroup_path, **keys):
     return "\n".join(lines) + "\n"
 
 
-def adopting_daemon(daemon_factory, cgroup_path, **keys):
+def adopting_daemon(daemon_factory, cgroup_path, daemon_keys=None, **keys):
     settings = {"keepalive_idle": "1s", "keepalive_interval": "1s", "keepalive_count": "2", "user_timeout": "3s"}
     settings.update(keys)
-    d = daemon_factory([service_section("py", cgroup_path, **settings)], daemon_keys={"poll_interval": "200ms"})
+    d = daemon_factory([service_section("py", cgroup_path, **settings)],
+                       daemon_keys={"poll_interval": "200ms", **(daemon_keys or {})})
     d.start()
     wait_for(lambda: "adopting cgroup" in d.log(), timeout=5, what="reaperd to attach to the cgroup")
     return d
@@ -150,7 +152,11 @@ def test_vanished_peers_of_an_unmodified_server_are_reaped_by_its_own_kernel(dae
     the cgroup are untouched."""
     server = Server(cgroup)
     outside = Server(None)
-    d = adopting_daemon(daemon_factory, cgroup)
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    metrics_port = probe.getsockname()[1]
+    probe.close()
+    d = adopting_daemon(daemon_factory, cgroup, daemon_keys={"metrics": f"127.0.0.1:{metrics_port}"})
     idle = socket.create_connection(("127.0.0.1", server.port))
     busy = socket.create_connection(("127.0.0.1", server.port))
     alive = socket.create_connection(("127.0.0.1", server.port))
@@ -184,6 +190,14 @@ def test_vanished_peers_of_an_unmodified_server_are_reaped_by_its_own_kernel(dae
         assert outside.ended(stranger) is None, "a server outside the cgroup was touched"
         listed = [c for c in d.connections() if c.get("adopted")]
         assert [c["peer"] for c in listed] == [f"127.0.0.1:{alive.getsockname()[1]}"], listed
+        # The same metrics as a listener's, under the service's name.
+        from helpers_reaper import Metrics, get_metrics
+        m = Metrics(get_metrics(("127.0.0.1", metrics_port)))
+        assert m.get("reaperd_reaped_total", listener="py", reason="keepalive") == 1
+        assert m.get("reaperd_reaped_total", listener="py", reason="user-timeout") == 1
+        assert m.get("reaperd_accepted_total", listener="py") == 3
+        assert sum(m.get("reaperd_connections", listener="py", health=h) for h in ("active", "idle", "probing",
+                                                                                  "dead")) == 1
     finally:
         for s in (idle, busy, alive, stranger):
             s.close()
@@ -309,3 +323,127 @@ def test_reload_adds_and_removes_services_and_nothing_stays_attached(daemon_fact
         for s in clients:
             s.close()
         server.close()
+
+
+class Redis:
+    """Debian's redis-server, unmodified, in the test's cgroup."""
+
+    def __init__(self, cgroup):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+
+        def enter():
+            with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--protected-mode", "no", "--tcp-keepalive", "0", "--timeout", "0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=enter)
+        wait_for(lambda: self._ping(), timeout=10, what="redis-server to answer")
+
+    def _ping(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                return command(s, "PING") == b"+PONG\r\n"
+        except OSError:
+            return False
+
+    def client(self, name):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        assert command(s, "CLIENT", "SETNAME", name) == b"+OK\r\n"
+        return s
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait(5)
+
+
+def command(s, *words, read=True):
+    s.sendall(f"*{len(words)}\r\n".encode() + b"".join(f"${len(w)}\r\n{w}\r\n".encode() for w in words))
+    if not read:
+        return None
+    s.settimeout(5)
+    data = s.recv(65536)
+    # A bulk reply may come in pieces: read until its announced length is there.
+    if data.startswith(b"$"):
+        length = int(data[1:data.index(b"\r\n")])
+        while len(data) < data.index(b"\r\n") + 2 + length + 2:
+            data += s.recv(65536)
+    return data
+
+
+def client_names(s):
+    reply = command(s, "CLIENT", "LIST").decode()
+    return {field.split("=", 1)[1] for line in reply.splitlines() for field in line.split() if field.startswith("name=")}
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is installed by make test (TEST_PKGS)")
+def test_redis_drops_the_clients_that_vanished_and_keeps_the_rest(daemon_factory, cgroup, vanish):
+    """Redis with its own keepalive off (tcp-keepalive 0), adopted: an idle client
+    that vanished and one that vanished in the middle of a 16 MiB reply leave
+    CLIENT LIST (the kernel's probes and the user timeout end them, Redis frees
+    them); a living client is untouched."""
+    redis = Redis(cgroup)
+    d = adopting_daemon(daemon_factory, cgroup, ports=str(redis.port))
+    clients = {}
+    try:
+        for name in ("idle", "busy", "alive"):
+            clients[name] = redis.client(name)
+        assert command(clients["alive"], "SET", "big", "x" * (16 << 20)) == b"+OK\r\n"
+        clients["busy"].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        command(clients["busy"], "GET", "big", read=False)
+        time.sleep(0.5)
+        assert client_names(clients["alive"]) == {"idle", "busy", "alive"}
+        for name in ("idle", "busy"):
+            vanish.drop(clients[name].getsockname()[1])
+        wait_for(lambda: client_names(clients["alive"]) == {"alive"}, timeout=12,
+                 what="Redis to drop the two vanished clients")
+        wait_for(lambda: reaps(d, "keepalive") and reaps(d, "user-timeout"), timeout=3, what="both reaps logged")
+        assert "comm=redis-server" in reaps(d, "keepalive")[0], reaps(d, "keepalive")
+        assert command(clients["alive"], "PING") == b"+PONG\r\n"
+        d.stop()
+    finally:
+        for s in clients.values():
+            s.close()
+        redis.close()
+
+
+def test_a_service_that_starts_later_is_covered_once_its_cgroup_appears(daemon_factory, cgroup, vanish):
+    """Not running yet is no start-up failure: reaperd says so, and attaches as
+    soon as the cgroup exists; status shows which."""
+    later = cgroup + "-later"
+    d = adopting_daemon_waiting(daemon_factory, later)
+    server = None
+    try:
+        status = d.status()["services"][0]
+        assert status["attached"] is False and "has no cgroup yet" in status["problem"], status
+        assert "not running (no cgroup yet)" in d.ctl("status").stdout
+        os.mkdir(later)
+        wait_for(lambda: d.status()["services"][0]["attached"], timeout=3, what="reaperd to attach to the new cgroup")
+        assert d.status()["services"][0]["cgroup"] == later
+        server = Server(later)
+        s = socket.create_connection(("127.0.0.1", server.port))
+        assert echo(s)
+        vanish.drop(s.getsockname()[1])
+        wait_for(lambda: server.ended(s), timeout=10, what="the server to see its vanished client end")
+        assert server.ended(s) == ("error", 110), server.lines
+        s.close()
+        d.stop()
+    finally:
+        if server:
+            server.close()
+        if os.path.isdir(later):
+            wait_for(lambda: open(os.path.join(later, "cgroup.procs")).read().strip() == "", timeout=5,
+                     what="the later cgroup to empty")
+            os.rmdir(later)
+
+
+def adopting_daemon_waiting(daemon_factory, cgroup_path):
+    d = daemon_factory([service_section("py", cgroup_path, keepalive_idle="1s", keepalive_interval="1s",
+                                        keepalive_count="2")], daemon_keys={"poll_interval": "200ms"})
+    d.start()
+    wait_for(lambda: "has no cgroup yet" in d.log(), timeout=5, what="reaperd to say the service is not running")
+    return d

@@ -40,10 +40,10 @@ extension Daemon {
         }
     }
 
-    /// Listeners, then adopted services (their counters carry the service's name).
-    var orderedListeners: [ListenerState] {
-        listenerOrder.compactMap { listeners[$0] } + orderedServices.map(\.state)
-    }
+    var orderedListeners: [ListenerState] { listenerOrder.compactMap { listeners[$0] } }
+
+    /// Listeners, then adopted services: the metrics label both by name.
+    var countedListeners: [ListenerState] { orderedListeners + orderedServices.map(\.state) }
 
     func healthCounts() -> HealthCounts {
         var counts = HealthCounts()
@@ -79,6 +79,21 @@ extension Daemon {
             text +=
                 "  keepalive: \(k.keepalive ? "\(k.keepaliveIdle)s/\(k.keepaliveInterval)s/\(k.keepaliveCount)" : "off")"
             text += ", user timeout \(k.userTimeoutMilliseconds)ms\n"
+        }
+        for service in orderedServices {
+            let where_ = service.cgroupPath.map { "cgroup \($0)" } ?? "not running (no cgroup yet)"
+            text += "\nservice \(service.settings.name): adopting \(service.settings.target), \(where_)\n"
+            if let problem = service.reported { text += "  problem: \(problem)\n" }
+            let c = service.state.counters
+            text +=
+                "  open \(service.connections.count), seen \(c.accepted), closed \(c.closed), reaped \(c.reapedTotal)\n"
+            let k = service.settings.connection
+            text +=
+                "  keepalive: \(k.keepalive ? "\(k.keepaliveIdle)s/\(k.keepaliveInterval)s/\(k.keepaliveCount)" : "off")"
+            text += ", user timeout \(k.userTimeoutMilliseconds)ms"
+            text +=
+                service.settings.ports.isEmpty
+                ? ", every port\n" : ", ports \(service.settings.ports.map(String.init).joined(separator: ", "))\n"
         }
         return text
     }
@@ -144,6 +159,24 @@ extension Daemon {
             json.beginObject("bytes")
             json.field("in", bytes.in)
             json.field("out", bytes.out)
+            json.endObject()
+            json.endObject()
+        }
+        json.endArray()
+        json.beginArray("services")
+        for service in orderedServices {
+            let c = service.state.counters
+            json.beginObject()
+            json.field("name", service.settings.name)
+            json.field("target", "\(service.settings.target)")
+            json.field("cgroup", service.cgroupPath ?? "")
+            json.field("attached", service.isAttached)
+            json.field("problem", service.reported ?? "")
+            json.field("open", service.connections.count)
+            json.field("seen", c.accepted)
+            json.field("closed", c.closed)
+            json.beginObject("reaped")
+            for reason in ReapReason.allCases { json.field(reason.rawValue, c.reaped[reason] ?? 0) }
             json.endObject()
             json.endObject()
         }

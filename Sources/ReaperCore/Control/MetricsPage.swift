@@ -6,7 +6,12 @@ extension Daemon {
         for connection in table.all {
             byHealth[connection.listener.name, default: HealthCounts()][connection.health] += 1
         }
-        let all = orderedListeners
+        for service in orderedServices {
+            for connection in service.connections.values {
+                byHealth[service.settings.name, default: HealthCounts()][connection.health] += 1
+            }
+        }
+        let all = countedListeners
 
         page.family("reaperd_connections", "gauge", "Connections open now, by listener and health.")
         for listener in all {

@@ -174,6 +174,8 @@ extension Daemon {
                     nextConnectionID += 1
                     connection.bytesAtLastSweep = (socket.info?.bytesAcked ?? 0) &+ (socket.info?.bytesReceived ?? 0)
                     service.connections[socket.cookie] = connection
+                    // Seen for the first time: "accepted" for an adopted service.
+                    service.state.counters.accepted += 1
                 }
                 if let reason = observe(connection, socket, of: service, now: now) {
                     do {
