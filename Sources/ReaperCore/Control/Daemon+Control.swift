@@ -81,8 +81,8 @@ extension Daemon {
             text += ", user timeout \(k.userTimeoutMilliseconds)ms\n"
         }
         for service in orderedServices {
-            let where_ = service.cgroupPath.map { "cgroup \($0)" } ?? "not running (no cgroup yet)"
-            text += "\nservice \(service.settings.name): adopting \(service.settings.target), \(where_)\n"
+            let location = service.cgroupPath.map { "cgroup \($0)" } ?? "not running (no cgroup yet)"
+            text += "\nservice \(service.settings.name): adopting \(service.settings.target), \(location)\n"
             if let problem = service.reported { text += "  problem: \(problem)\n" }
             let c = service.state.counters
             text +=
