@@ -111,10 +111,23 @@ class Reaperd:
         self.proc.wait(20)
 
 
+def wait_listening(port, proc):
+    """Until something accepts on `port`; exits with a message if `proc` died first."""
+    for _ in range(100):
+        if proc.poll() is not None:
+            sys.exit(f"adopt bench: {proc.args[0]} exited {proc.returncode} before listening on {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"adopt bench: nothing listens on {port}")
+
+
 def redis_rate(port, requests, pipeline=1):
     out = subprocess.run(["redis-benchmark", "-p", str(port), "-q", "-n", str(requests), "-c", "50",
                           "-P", str(pipeline), "-t", "set,get", "--csv"], capture_output=True, text=True,
-                         timeout=300).stdout
+                         timeout=120).stdout
     rates = [float(line.split(",")[1].strip('"')) for line in out.splitlines()[1:] if line.count(",") >= 1]
     return sum(rates) / len(rates)
 
@@ -125,11 +138,11 @@ def requests_bench(binary, rounds, requests):
     redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no", "--protected-mode", "no"], stdout=subprocess.DEVNULL,
                              preexec_fn=group.enter)
-    time.sleep(0.5)
+    wait_listening(port, redis)
     relay_port = free_port()
     haproxy_port = free_port()
     haproxy_cfg = tempfile.NamedTemporaryFile("w", suffix=".cfg", delete=False)
-    haproxy_cfg.write(f"global\n    maxconn 20000\n    nbthread 1\ndefaults\n    mode tcp\n    timeout connect 5s\n"
+    haproxy_cfg.write(f"global\n    maxconn 9000\n    nbthread 1\ndefaults\n    mode tcp\n    timeout connect 5s\n"
                       f"    timeout client 1h\n    timeout server 1h\nlisten redis\n    bind 127.0.0.1:{haproxy_port}\n"
                       f"    server r 127.0.0.1:{port}\n")
     haproxy_cfg.close()
@@ -152,7 +165,7 @@ def requests_bench(binary, rounds, requests):
             haproxy = subprocess.Popen(["haproxy", "-f", haproxy_cfg.name, "-db"], stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
             try:
-                time.sleep(0.5)
+                wait_listening(haproxy_port, haproxy)
                 results["haproxy"].append(redis_rate(haproxy_port, requests))
             finally:
                 haproxy.kill()
@@ -224,4 +237,5 @@ def main():
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)
     main()

@@ -207,8 +207,13 @@ extension Daemon {
         let moved = total != connection.bytesAtLastSweep
         connection.bytesAtLastSweep = total
         if moved { connection.lastActivity = now }
-        let halfOpenStates: [TCPInfo.State] = [.closeWait, .finWait1, .finWait2]
-        if halfOpenStates.contains(where: { $0.rawValue == socket.state }) {
+        // One side's FIN is through (CLOSE_WAIT: the peer's; FIN_WAIT: the service's).
+        let halfOpen: Bool
+        switch TCPInfo.State(rawValue: socket.state) {
+        case .closeWait?, .finWait1?, .finWait2?: halfOpen = true
+        default: halfOpen = false
+        }
+        if halfOpen {
             if connection.halfClosedAt == nil { connection.halfClosedAt = now }
         } else {
             connection.halfClosedAt = nil
