@@ -75,6 +75,7 @@ if configPath == nil {
 
 if commandLine.action == .checkConfig {
     print(configuration.effectiveINI(), terminator: "")
+    for line in configuration.advice() { Files.writeAll(2, Array((line + "\n").utf8)) }
     exit(ExitCode.ok)
 }
 
@@ -95,6 +96,11 @@ do {
         try daemon.start()
     } catch {
         logger.error("start-up failed: \(error.message)", [("REAPERD_ERROR", error.message)])
+        // The journal may be the sink and journald absent (log_target = journal
+        // without it): a fatal error must still be seen where reaperd was started.
+        if !JournalSink.stderrIsJournal && logger.sink is JournalSink {
+            Files.writeAll(2, Array("reaperd: start-up failed: \(error.message)\n".utf8))
+        }
         notifier.failed(errno: error.errno, status: "start-up failed: \(error.message)")
         exitNotified(error.isConfiguration ? ExitCode.config : ExitCode.failure)
     }

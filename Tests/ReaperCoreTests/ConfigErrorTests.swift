@@ -127,6 +127,18 @@ let configMalformedFiles: [MalformedFile] = [
         name: "misspelt service section", text: "[servce:r]\nunit = r.service\n" + echo, line: 1,
         messagePart: "did you mean [service:r]?"),
     MalformedFile(
+        name: "relay to itself",
+        text: "[listener:r]\nlisten = 127.0.0.1:7000\nmode = relay\nupstream = 127.0.0.1:7000\n", line: 1,
+        messagePart: "upstream = 127.0.0.1:7000 is this listener's own address"),
+    MalformedFile(
+        name: "relay to itself through a wildcard",
+        text: "[listener:r]\nlisten = 0.0.0.0:7000\nmode = relay\nupstream = 127.0.0.5:7000\n", line: 1,
+        messagePart: "is this listener's own address (listen = 0.0.0.0:7000)"),
+    MalformedFile(
+        name: "wildcard beside a specific address",
+        text: "[listener:a]\nlisten = 0.0.0.0:7000\nmode = echo\n[listener:b]\nlisten = 127.0.0.1:7000\nmode = echo\n",
+        line: 4, messagePart: "listen = 127.0.0.1:7000 overlaps 0.0.0.0:7000 of listener a (line 1)"),
+    MalformedFile(
         name: "relay without upstream", text: "# pg\n\n[listener:pg]\nlisten = 127.0.0.1:6432\n",
         line: 3, messagePart: "listener pg: mode = relay needs upstream"),
     MalformedFile(

@@ -105,7 +105,7 @@ struct ConfigRoundTripTests {
             keepalive_idle = 1min
             keepalive_interval = 10s
             keepalive_count = 3
-            user_timeout = auto
+            user_timeout = auto  # 90s
             idle_timeout = 0
             half_close_timeout = 1min
             connect_timeout = 5s
@@ -121,7 +121,7 @@ struct ConfigRoundTripTests {
             keepalive_idle = 1min
             keepalive_interval = 10s
             keepalive_count = 3
-            user_timeout = auto
+            user_timeout = auto  # 90s
             idle_timeout = 0
             half_close_timeout = 1min
             connect_timeout = 5s
@@ -183,6 +183,16 @@ struct ConfigRoundTripTests {
 
 let configRoundTripFiles: [String] = [
     configSpecExample,
+    """
+    [listener:a]
+    listen = 0.0.0.0:7100
+    mode = echo
+    reuse_port = yes
+    [listener:b]
+    listen = 127.0.0.1:7100
+    mode = echo
+    reuse_port = yes
+    """,
     """
     [defaults]
     keepalive_idle = 5s
@@ -260,5 +270,28 @@ struct ServiceSectionTests {
         #expect(redis.connection.userTimeoutMilliseconds == 7000)
         #expect(configuration.effectiveINI().contains("[service:redis]\nunit = redis-server.service\nports = 6379\n"))
         #expect(!configuration.effectiveINI().split(separator: "[service:redis]")[1].contains("connect_timeout"))
+    }
+}
+
+@Suite("Configuration: advice, never refusals")
+struct ConfigAdviceTests {
+    @Test func aShortAutomaticUserTimeoutIsPointedOut() throws {
+        let short = try #require(
+            ConfigFixture.parse(
+                "[defaults]\nkeepalive_idle = 1s\nkeepalive_interval = 1s\nkeepalive_count = 2\n"
+                    + "[listener:t]\nlisten = 127.0.0.1:0\nmode = echo\n", file: "/etc/reaperd/reaperd.conf"))
+        let advice = short.advice()
+        #expect(advice.count == 1)
+        #expect(
+            advice.first?.hasPrefix("/etc/reaperd/reaperd.conf:5: warning: listener t: user_timeout = auto comes to 3s")
+                == true)
+        #expect(short.effectiveINI().contains("user_timeout = auto  # 3s\n"))
+        let defaults = try #require(ConfigFixture.parse("[listener:t]\nlisten = 127.0.0.1:0\nmode = echo\n"))
+        #expect(defaults.advice().isEmpty)
+        let explicit = try #require(
+            ConfigFixture.parse(
+                "[defaults]\nkeepalive_idle = 1s\nuser_timeout = 3s\n[listener:t]\nlisten = 127.0.0.1:0\nmode = echo\n")
+        )
+        #expect(explicit.advice().isEmpty, "an explicit value is the operator's choice")
     }
 }

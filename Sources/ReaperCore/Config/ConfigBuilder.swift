@@ -36,6 +36,8 @@ struct ConfigBuilder {
             let listener = buildListener(name: name, section: section, inheriting: defaults)
             if !section.isDiscarded { listeners.append(listener) }
         }
+        checkOverlaps(listeners)
+        checkLoops(listeners)
         var services: [ServiceSettings] = []
         for section in sections {
             guard case .service(let name) = section.kind else { continue }
@@ -116,6 +118,66 @@ struct ConfigBuilder {
             break
         }
         return listener
+    }
+
+    /// A wildcard address and a specific one on the same port cannot both be
+    /// bound (EADDRINUSE at start, not here) unless both listeners set
+    /// `reuse_port`. IPv6 wildcards are IPV6_V6ONLY, so they overlap IPv6 only.
+    private mutating func checkOverlaps(_ listeners: [ListenerSettings]) {
+        var bound: [(endpoint: Endpoint, listener: ListenerSettings)] = []
+        for listener in listeners {
+            for endpoint in listener.listen where endpoint.port != 0 {
+                for other in bound
+                where Self.overlap(endpoint, other.endpoint)
+                    && !(listener.connection.reusePort && other.listener.connection.reusePort)
+                {
+                    diagnostics.add(
+                        listener.line,
+                        "listener \(listener.name): listen = \(endpoint) overlaps \(other.endpoint) of listener "
+                            + "\(other.listener.name) (line \(other.listener.line)): the second bind would fail with "
+                            + "EADDRINUSE (set reuse_port = yes on both, or listen on one)")
+                }
+                bound.append((endpoint, listener))
+            }
+        }
+    }
+
+    private static func overlap(_ a: Endpoint, _ b: Endpoint) -> Bool {
+        switch (a, b) {
+        case (.ipv4(let x, let p), .ipv4(let y, let q)):
+            return p == q && x != y && (x == "0.0.0.0" || y == "0.0.0.0")
+        case (.ipv6(let x, let p), .ipv6(let y, let q)):
+            return p == q && x != y && (x == "::" || y == "::")
+        default:
+            return false
+        }
+    }
+
+    /// A relay whose upstream is its own listen address connects to itself,
+    /// and each connection opens another until max_connections.
+    private mutating func checkLoops(_ listeners: [ListenerSettings]) {
+        for listener in listeners {
+            guard listener.mode == .relay, let upstream = listener.upstream else { continue }
+            for endpoint in listener.listen where Self.reaches(upstream, endpoint) {
+                diagnostics.add(
+                    listener.line,
+                    "listener \(listener.name): upstream = \(upstream) is this listener's own address "
+                        + "(listen = \(endpoint)): every client would loop back into reaperd until max_connections")
+            }
+        }
+    }
+
+    /// Whether connecting to `upstream` reaches a socket listening on `endpoint`.
+    private static func reaches(_ upstream: Endpoint, _ endpoint: Endpoint) -> Bool {
+        switch (upstream, endpoint) {
+        case (.ipv4(let to, let p), .ipv4(let on, let q)):
+            // A wildcard listener is reached through loopback too; 0.0.0.0 means this host.
+            return p == q && (to == on || to == "0.0.0.0" || (on == "0.0.0.0" && to.hasPrefix("127.")))
+        case (.ipv6(let to, let p), .ipv6(let on, let q)):
+            return p == q && (to == on || to == "::" || (on == "::" && to == "::1"))
+        default:
+            return false
+        }
     }
 
     /// A `[service:NAME]` section: `unit =` or `cgroup =`, optional `ports =`,

@@ -59,7 +59,8 @@ extension ConnectionKey {
         case .keepaliveCount: "\(settings.keepaliveCount)"
         case .userTimeout:
             switch settings.userTimeout {
-            case .auto: "auto"
+            // The value it comes to, as a comment: the file still says auto.
+            case .auto: "auto  # \(ConfigDuration.text(milliseconds: Int64(settings.userTimeoutMilliseconds)))"
             case .off: "0"
             case .after(let duration): ConfigDuration.text(duration)
             }

@@ -19,6 +19,19 @@ public enum ControlClient {
         return ControlSocketPath.standard
     }
 
+    /// What an operator should check, for the errors that have a usual cause.
+    static func hint(for errno: Errno) -> String {
+        switch errno.code {
+        case ECONNREFUSED, ENOENT:
+            "\n  is reaperd running? (systemctl status reaperd, or reaperd-adopt; the path is [daemon] "
+                + "control_socket, or --socket PATH)"
+        case EACCES, EPERM:
+            "\n  the socket is mode 0660: run as root, or as a member of the group that owns it (ls -l the path)"
+        default:
+            ""
+        }
+    }
+
     public static func request(_ line: String, socketPath: String, timeoutSeconds: Int = 60) throws(Failure) -> Answer {
         guard let address = SocketAddress(unixPath: socketPath) else {
             throw Failure(description: "control socket path too long: \(socketPath)")
@@ -40,7 +53,7 @@ public enum ControlClient {
             if text.hasPrefix("ERR ") { return Answer(ok: false, text: String(text.dropFirst(4))) }
             throw Failure(description: "unexpected answer from \(socketPath): \(text.prefix(80))")
         } catch let error as SystemError {
-            throw Failure(description: "\(socketPath): \(error)")
+            throw Failure(description: "\(socketPath): \(error)" + hint(for: error.errno))
         } catch let error as Failure {
             throw error
         } catch {

@@ -10,10 +10,14 @@ final class MetricsServer: EventHandler {
     private unowned let daemon: Daemon
     static let maximumClients = 64
 
+    /// What the port is bound to (`:0` in the file gets a real port).
+    let address: String
+
     init(endpoint: Endpoint, daemon: Daemon) throws(ListeningSocket.OpenError) {
         self.daemon = daemon
         let socket = try ListeningSocket.open(listener: "metrics", endpoint: endpoint, backlog: 64, reusePort: false)
         let raw = socket.raw
+        address = (try? Sockets.localAddress(raw)).map { "\($0)" } ?? endpoint.description
         self.socket = .some(socket)
         do {
             clients = RequestClients(

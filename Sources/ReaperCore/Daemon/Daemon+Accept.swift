@@ -32,8 +32,18 @@ extension Daemon {
         if table.count >= maxConnections || listener.open >= listener.connection.maxConnections {
             // Closed at once: a client past the limit costs one accept and one close.
             listener.counters.refusedLimit += 1
-            if logger.isEnabled(.debug) {
-                logger.debug("connection refused: limit reached", [("REAPERD_LISTENER", listener.name)])
+            let which = table.count >= maxConnections ? "the daemon's" : "the listener's"
+            if let suppressed = warnings.allow("limit:\(listener.name)", now: loop.now, every: .seconds(10)) {
+                logger.warning(
+                    "client refused: \(which) max_connections is reached",
+                    [
+                        ("REAPERD_LISTENER", listener.name), ("REAPERD_PEER", "\(peer)"),
+                        (
+                            "REAPERD_LIMIT",
+                            "\(table.count >= maxConnections ? maxConnections : listener.connection.maxConnections)"
+                        ),
+                        ("REAPERD_SUPPRESSED", "\(suppressed)"),
+                    ])
             }
             client.close()
             return

@@ -27,8 +27,8 @@ public final class Daemon: ConnectionOwner {
     var serviceOrder: [String] = []
     var sockDiag: SockDiag?
     var cgroupMount: String?
-    var upstreamWarnedAt: Instant?
-    var upstreamWarningsSuppressed = 0
+    /// Per listener and reason: upstream unreachable, refused at a limit.
+    var warnings = WarningLimiter()
 
     var sweepTimer: LoopTimer?
     var sweepStats = SweepStats()
@@ -105,12 +105,16 @@ public final class Daemon: ConnectionOwner {
         store.releaseUnadoptedListeners()
         recoverStoredConnections()
         scheduleSweep()
+        let metricsAt = metrics.map { "http://\($0.address)/metrics" } ?? "off"
         logger.info(
-            "reaperd started",
+            "reaperd started: control socket \(configuration.daemon.controlSocket), metrics \(metricsAt)",
             [
                 ("REAPERD_CONFIG", configSourceDescription),
                 ("REAPERD_LISTENERS", endpoints.map { "\($0.listener.name)=\($0.address)" }.joined(separator: ",")),
+                ("REAPERD_SERVICES", serviceOrder.joined(separator: ",")),
+                ("REAPERD_CONTROL_SOCKET", configuration.daemon.controlSocket), ("REAPERD_METRICS", metricsAt),
             ], event: .start)
+        for line in configuration.advice() { logger.info(line) }
         notifier.ready(status: statusLine())
         // After READY=1, so the service manager hears READY=1 first.
         scheduleWatchdog()
@@ -153,20 +157,15 @@ public final class Daemon: ConnectionOwner {
             }
         case .upstreamFailed(let why):
             listener.counters.refusedUpstream += 1
-            // One line a second at most: a dead upstream must not flood the journal.
-            let now = loop.now
-            if upstreamWarnedAt.map({ now.since($0) >= .seconds(1) }) ?? true {
+            // One line a second per listener at most: a dead upstream must not
+            // flood the journal, nor hide another listener's.
+            if let suppressed = warnings.allow("upstream:\(listener.name)", now: loop.now, every: .seconds(1)) {
                 logger.warning(
                     "upstream unreachable, client closed",
                     [
                         ("REAPERD_LISTENER", listener.name), ("REAPERD_PEER", "\(connection.peer)"),
-                        ("REAPERD_ERROR", why),
-                        ("REAPERD_SUPPRESSED", "\(upstreamWarningsSuppressed)"),
+                        ("REAPERD_ERROR", why), ("REAPERD_SUPPRESSED", "\(suppressed)"),
                     ])
-                upstreamWarnedAt = now
-                upstreamWarningsSuppressed = 0
-            } else {
-                upstreamWarningsSuppressed += 1
             }
         case .reaped(let reason):
             listener.counters.reaped[reason, default: 0] += 1

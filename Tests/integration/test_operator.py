@@ -1,0 +1,110 @@
+"""What operators stumbled on (issue 13, item 4): each a behaviour an operator
+saw, checked against the real binaries."""
+import socket
+import subprocess
+import time
+
+from conftest import REAPERCTL, REAPERD, listener_section, round_trip, wait_for
+
+
+def test_reaperctl_says_what_to_check_when_reaperd_is_not_there(tmp_path):
+    """"Connection refused" or "No such file" alone did not say to look whether
+    reaperd runs, or which path it uses."""
+    missing = tmp_path / "nothing.sock"
+    result = subprocess.run([str(REAPERCTL), "--socket", str(missing), "status"], capture_output=True, text=True,
+                            timeout=10)
+    assert result.returncode == 69, result
+    assert "is reaperd running?" in result.stderr and "control_socket" in result.stderr, result.stderr
+    # A socket file nobody listens on: connection refused.
+    dead = tmp_path / "dead.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(dead))
+    s.close()
+    result = subprocess.run([str(REAPERCTL), "--socket", str(dead), "status"], capture_output=True, text=True,
+                            timeout=10)
+    assert result.returncode == 69 and "is reaperd running?" in result.stderr, result.stderr
+
+
+def test_start_up_says_where_the_control_socket_and_metrics_are(daemon_factory):
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    d = daemon_factory([listener_section("e", "127.0.0.1:0", mode="echo")],
+                       daemon_keys={"metrics": f"127.0.0.1:{port}"})
+    d.start()
+    line = next(line for line in d.log().splitlines() if "reaperd started" in line)
+    assert f"control socket {d.control}" in line and f"metrics http://127.0.0.1:{port}/metrics" in line, line
+    d.stop()
+
+
+def test_a_fatal_start_up_error_reaches_stderr_with_the_journal_as_target(daemon_factory, tmp_path):
+    """log_target = journal where no journald listens: start-up failed with exit 1
+    and not a word anywhere."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        d = daemon_factory([listener_section("e", f"127.0.0.1:{port}", mode="echo")],
+                           daemon_keys={"log_target": "journal"})
+        result = subprocess.run([str(REAPERD), "--config", str(d.config)], capture_output=True, text=True,
+                                timeout=15, env={"PATH": "/usr/bin:/bin"})
+        assert result.returncode == 1, result
+        assert "start-up failed" in result.stderr and f"127.0.0.1:{port}" in result.stderr, result.stderr
+    finally:
+        taken.close()
+
+
+def test_refusals_at_max_connections_are_logged_and_each_listener_warns_for_itself(daemon_factory):
+    """Clients refused at max_connections were counted but never logged; the
+    "upstream unreachable" warning was rate-limited across listeners, so one
+    listener's failure hid another's."""
+    dead = []
+    for _ in range(2):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        dead.append(s.getsockname()[1])  # bound, never listening: connections are refused
+        s.close()
+    d = daemon_factory([
+        listener_section("small", "127.0.0.1:0", mode="echo", max_connections=1),
+        listener_section("a", "127.0.0.1:0", mode="relay", upstream=f"127.0.0.1:{dead[0]}"),
+        listener_section("b", "127.0.0.1:0", mode="relay", upstream=f"127.0.0.1:{dead[1]}"),
+    ])
+    d.start()
+    held = socket.create_connection(d.address("small"), timeout=2)
+    try:
+        assert round_trip(held, b"hi\n", timeout=2)
+        for _ in range(5):
+            with socket.create_connection(d.address("small"), timeout=2) as extra:
+                extra.settimeout(2)
+                assert extra.recv(1) == b""
+        for name in ("a", "b"):
+            with socket.create_connection(d.address(name), timeout=2) as s:
+                s.settimeout(5)
+                try:
+                    s.recv(1)
+                except ConnectionResetError:
+                    pass
+        wait_for(lambda: "listener=b" in "".join(l for l in d.log().splitlines() if "upstream unreachable" in l),
+                 timeout=5, what="listener b's own warning")
+        log = d.log().splitlines()
+        refused = [line for line in log if "client refused: the listener's max_connections is reached" in line]
+        assert len(refused) == 1 and "listener=small" in refused[0], refused  # one line per 10 s, not five
+        unreachable = [line for line in log if "upstream unreachable" in line]
+        assert {next(f for f in line.split() if f.startswith("listener=")) for line in unreachable} == \
+            {"listener=a", "listener=b"}, unreachable
+    finally:
+        held.close()
+        d.stop()
+
+
+def test_check_config_warns_of_a_short_automatic_user_timeout(tmp_path):
+    config = tmp_path / "short.conf"
+    config.write_text("[defaults]\nkeepalive_idle = 1s\nkeepalive_interval = 1s\nkeepalive_count = 2\n"
+                      "[listener:t]\nlisten = 127.0.0.1:0\nmode = echo\n")
+    result = subprocess.run([str(REAPERD), "--check-config", "--config", str(config)], capture_output=True,
+                            text=True, timeout=10)
+    assert result.returncode == 0, result
+    assert "user_timeout = auto  # 3s" in result.stdout
+    assert f"{config}:5: warning: listener t: user_timeout = auto comes to 3s" in result.stderr, result.stderr
