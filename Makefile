@@ -37,7 +37,7 @@ RELEASE_FLAGS := $(SWIFTPM) -c release --static-swift-stdlib
 # Debian packages, by purpose. Each deps-* target installs its own list plus the build
 # list, in one apt-get run.
 BUILD_PKGS := libsystemd-dev pkg-config
-TEST_PKGS := iproute2 nftables netcat-openbsd procps python3 python3-pytest redis-server
+TEST_PKGS := iproute2 nftables netcat-openbsd procps python3 python3-pytest redis-server bash-completion
 E2E_PKGS := systemd-container debootstrap debian-archive-keyring
 BENCH_PKGS := haproxy socat redis-server
 
@@ -158,6 +158,9 @@ install: release
 		echo "install -m 0644 config/adopt.conf $(DESTDIR)$(CONFDIR)/adopt.conf"; \
 		install -m 0644 config/adopt.conf $(DESTDIR)$(CONFDIR)/adopt.conf; \
 	fi
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	install -m 0644 contrib/bash-completion/reaperd contrib/bash-completion/reaperctl \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/
 	install -d $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
 	install -m 0644 man/reaperd.conf.5 $(DESTDIR)$(MANDIR)/man5/
 	install -m 0644 man/reaperd.8 man/reaperctl.8 $(DESTDIR)$(MANDIR)/man8/
@@ -169,6 +172,8 @@ install: release
 # Leaves $(CONFDIR)/reaperd.conf: it is the operator's.
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/reaperd $(DESTDIR)$(BINDIR)/reaperctl
+	rm -f $(DESTDIR)$(PREFIX)/share/bash-completion/completions/reaperd \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/reaperctl
 	rm -f $(DESTDIR)$(UNITDIR)/reaperd.service $(DESTDIR)$(UNITDIR)/reaperd.socket \
 		$(DESTDIR)$(UNITDIR)/reaperd-adopt.service
 	rm -f $(DESTDIR)$(MANDIR)/man5/reaperd.conf.5 \

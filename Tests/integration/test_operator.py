@@ -108,3 +108,65 @@ def test_check_config_warns_of_a_short_automatic_user_timeout(tmp_path):
     assert result.returncode == 0, result
     assert "user_timeout = auto  # 3s" in result.stdout
     assert f"{config}:5: warning: listener t: user_timeout = auto comes to 3s" in result.stderr, result.stderr
+
+
+def complete(script, line):
+    """What bash completion offers for `line` (the cursor at its end)."""
+    from pathlib import Path
+    words = line.split(" ")
+    program = f"""
+source /usr/share/bash-completion/bash_completion
+source {script}
+COMP_LINE={line!r}; COMP_POINT=${{#COMP_LINE}}
+COMP_WORDS=({" ".join(repr(w) for w in words)}); COMP_CWORD={len(words) - 1}
+{Path(script).name == "reaperctl" and "_reaperctl" or "_reaperd"}
+printf '%s\\n' "${{COMPREPLY[@]}}"
+"""
+    return subprocess.run(["bash", "-c", program], capture_output=True, text=True, timeout=10).stdout.split()
+
+
+def test_bash_completion_offers_the_commands_and_options():
+    from pathlib import Path
+    contrib = Path(__file__).resolve().parents[2] / "contrib" / "bash-completion"
+    assert complete(contrib / "reaperctl", "reaperctl con") == ["connections"]
+    assert set(complete(contrib / "reaperctl", "reaperctl connections --")) == {"--listener", "--json"}
+    assert "--check-config" in complete(contrib / "reaperd", "reaperd --che")
+
+
+def test_metrics_carry_the_process_and_reload_conventions(daemon_factory):
+    """process_* as the client libraries' collector names them, the build, and
+    whether the last reload applied: what dashboards and alerts expect."""
+    from helpers_reaper import Metrics, get_metrics
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    listeners = [listener_section("e", "127.0.0.1:0", mode="echo")]
+    d = daemon_factory(listeners, daemon_keys={"metrics": f"127.0.0.1:{port}"})
+    d.start()
+    try:
+        m = Metrics(get_metrics(("127.0.0.1", port)))
+        for family, kind in (("process_cpu_seconds_total", "counter"), ("process_resident_memory_bytes", "gauge"),
+                             ("process_open_fds", "gauge"), ("process_max_fds", "gauge"),
+                             ("process_start_time_seconds", "gauge"), ("reaperd_build_info", "gauge"),
+                             ("reaperd_config_last_reload_successful", "gauge"),
+                             ("reaperd_config_last_reload_success_timestamp_seconds", "gauge")):
+            assert m.types.get(family) == kind, (family, m.types.get(family))
+        assert m.get("process_open_fds") >= 5 and m.get("process_max_fds") >= m.get("process_open_fds")
+        assert m.get("process_resident_memory_bytes") > 1 << 20
+        assert abs(m.get("process_start_time_seconds") - time.time()) < 60
+        assert m.get("reaperd_config_last_reload_successful") == 1
+        loaded = m.get("reaperd_config_last_reload_success_timestamp_seconds")
+        d.write_config("[listener:broken]\nmode = sideways\n")
+        assert d.ctl("reload").returncode != 0
+        m = Metrics(get_metrics(("127.0.0.1", port)))
+        assert m.get("reaperd_config_last_reload_successful") == 0
+        assert m.get("reaperd_config_last_reload_success_timestamp_seconds") == loaded
+        time.sleep(0.05)
+        d.write_config(listeners)
+        assert d.ctl("reload").returncode == 0, d.log()
+        m = Metrics(get_metrics(("127.0.0.1", port)))
+        assert m.get("reaperd_config_last_reload_successful") == 1
+        assert m.get("reaperd_config_last_reload_success_timestamp_seconds") > loaded
+    finally:
+        d.stop()

@@ -78,7 +78,7 @@ extension Daemon {
             let k = settings.connection
             text +=
                 "  keepalive: \(k.keepalive ? "\(k.keepaliveIdle)s/\(k.keepaliveInterval)s/\(k.keepaliveCount)" : "off")"
-            text += ", user timeout \(k.userTimeoutMilliseconds)ms\n"
+            text += ", user timeout \(ConfigDuration.text(milliseconds: Int64(k.userTimeoutMilliseconds)))\n"
         }
         for service in orderedServices {
             let location = service.cgroupPath.map { "cgroup \($0)" } ?? "not running (no cgroup yet)"
@@ -90,7 +90,7 @@ extension Daemon {
             let k = service.settings.connection
             text +=
                 "  keepalive: \(k.keepalive ? "\(k.keepaliveIdle)s/\(k.keepaliveInterval)s/\(k.keepaliveCount)" : "off")"
-            text += ", user timeout \(k.userTimeoutMilliseconds)ms"
+            text += ", user timeout \(ConfigDuration.text(milliseconds: Int64(k.userTimeoutMilliseconds)))"
             text +=
                 service.settings.ports.isEmpty
                 ? ", every port\n" : ", ports \(service.settings.ports.map(String.init).joined(separator: ", "))\n"

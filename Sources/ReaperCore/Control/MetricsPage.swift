@@ -63,6 +63,28 @@ extension Daemon {
         page.sample("reaperd_sweep_seconds_count", [], Double(sweepStats.count))
         page.family("reaperd_sweep_connections", "gauge", "Sockets examined by the last sweep.")
         page.sample("reaperd_sweep_connections", [], Double(sweepStats.lastSockets))
+        page.family("reaperd_build_info", "gauge", "Always 1; the version is the label.")
+        page.sample(
+            "reaperd_build_info", [("version", String(DaemonCommandLine.version.dropFirst("reaperd ".count)))], 1)
+        page.family(
+            "reaperd_config_last_reload_successful", "gauge",
+            "1 when the last reload applied (or none was asked for), 0 when it was refused.")
+        page.sample("reaperd_config_last_reload_successful", [], lastReloadError == nil ? 1 : 0)
+        page.family(
+            "reaperd_config_last_reload_success_timestamp_seconds", "gauge",
+            "When the running configuration was loaded, in seconds since the epoch.")
+        page.sample("reaperd_config_last_reload_success_timestamp_seconds", [], configLoadedAtWallClock)
+        // The client libraries' process collector, for dashboards that expect it.
+        page.family("process_cpu_seconds_total", "counter", "User and system CPU time spent, in seconds.")
+        page.sample("process_cpu_seconds_total", [], ProcessStats.cpuSeconds())
+        page.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
+        page.sample("process_resident_memory_bytes", [], ProcessStats.residentBytes())
+        page.family("process_open_fds", "gauge", "Open file descriptors.")
+        page.sample("process_open_fds", [], ProcessStats.openDescriptors())
+        page.family("process_max_fds", "gauge", "The limit on open file descriptors.")
+        page.sample("process_max_fds", [], ProcessStats.maxDescriptors())
+        page.family("process_start_time_seconds", "gauge", "Start time of the process, in seconds since the epoch.")
+        page.sample("process_start_time_seconds", [], startedAtWallClock)
         return page.text
     }
 }

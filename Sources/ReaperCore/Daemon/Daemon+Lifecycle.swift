@@ -17,6 +17,7 @@ extension Daemon {
         switch outcome {
         case .applied:
             lastReloadError = nil
+            configLoadedAtWallClock = ProcessStats.wallClock()
             logger.info(
                 "configuration reloaded", [("REAPERD_CONFIG", configSourceDescription), ("REAPERD_TRIGGER", trigger)],
                 event: .reload)

@@ -35,6 +35,9 @@ public final class Daemon: ConnectionOwner {
     var reapsSinceStart: UInt64 = 0
     var lastStatus = ""
     var lastReloadError: String?
+    /// When the running configuration was loaded (start, or the last reload that applied), wall clock.
+    var configLoadedAtWallClock = ProcessStats.wallClock()
+    let startedAtWallClock = ProcessStats.wallClock()
     /// Every endpoint unwatched for a moment: out of descriptors (Daemon+Accept).
     var acceptPaused = false
     var exhaustionWarnedAt: Instant?
