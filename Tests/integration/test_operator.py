@@ -170,3 +170,31 @@ def test_metrics_carry_the_process_and_reload_conventions(daemon_factory):
         assert m.get("reaperd_config_last_reload_success_timestamp_seconds") > loaded
     finally:
         d.stop()
+
+
+def test_shipped_alerting_rules_check_and_pass_their_tests_against_the_real_page(daemon_factory):
+    """contrib/prometheus/reaperd.rules.yml: promtool accepts the rules and their
+    unit tests pass, and every metric the rules use is on reaperd's page, which
+    promtool also accepts."""
+    import re
+    from pathlib import Path
+    from helpers_reaper import get_metrics
+    contrib = Path(__file__).resolve().parents[2] / "contrib" / "prometheus"
+    for args in (["check", "rules", "reaperd.rules.yml"], ["test", "rules", "reaperd.rules.test.yml"]):
+        result = subprocess.run(["promtool", *args], cwd=contrib, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    d = daemon_factory([listener_section("e", "127.0.0.1:0", mode="echo")], daemon_keys={"metrics": f"127.0.0.1:{port}"})
+    d.start()
+    try:
+        page = get_metrics(("127.0.0.1", port))
+    finally:
+        d.stop()
+    checked = subprocess.run(["promtool", "check", "metrics"], input=page, capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    used = set(re.findall(r"\b((?:reaperd|process)_[a-z_]+)\b", (contrib / "reaperd.rules.yml").read_text()))
+    on_page = {line.split()[2] for line in page.splitlines() if line.startswith("# TYPE")}
+    assert used <= on_page, f"the rules use metrics the page lacks: {used - on_page}"

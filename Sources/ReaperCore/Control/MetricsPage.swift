@@ -21,6 +21,11 @@ extension Daemon {
                     Double(byHealth[listener.name]?[health] ?? 0))
             }
         }
+        page.family("reaperd_max_connections", "gauge", "A listener's max_connections (refused past it).")
+        for listener in orderedListeners {
+            page.sample(
+                "reaperd_max_connections", [("listener", listener.name)], Double(listener.connection.maxConnections))
+        }
         page.family("reaperd_accepted_total", "counter", "Client connections accepted.")
         for listener in all {
             page.sample("reaperd_accepted_total", [("listener", listener.name)], Double(listener.counters.accepted))
