@@ -198,3 +198,40 @@ def test_shipped_alerting_rules_check_and_pass_their_tests_against_the_real_page
     used = set(re.findall(r"\b((?:reaperd|process)_[a-z_]+)\b", (contrib / "reaperd.rules.yml").read_text()))
     on_page = {line.split()[2] for line in page.splitlines() if line.startswith("# TYPE")}
     assert used <= on_page, f"the rules use metrics the page lacks: {used - on_page}"
+
+
+def test_the_upstream_side_port_matches_what_the_service_sees(daemon_factory, vanish):
+    """An operator matches a reaperd connection to the service's own view of its
+    client (pg_stat_activity.client_port, Redis CLIENT LIST addr) by the upstream
+    socket's local address: reaperctl connections shows it as upstream_local, and
+    a reap's journal entry as REAPERD_UPSTREAM_LOCAL."""
+    from conftest import Upstream
+    seen = []
+
+    def handler(conn):
+        seen.append(conn.getpeername())
+        while True:
+            data = conn.recv(4096)
+            if not data:
+                return
+            conn.sendall(data)
+
+    up = Upstream(handler)
+    d = daemon_factory([listener_section("r", "127.0.0.1:0", mode="relay", upstream=up.address,
+                                         keepalive_idle="1s", keepalive_interval="1s", keepalive_count="2")],
+                       daemon_keys={"poll_interval": "200ms"})
+    d.start()
+    c = socket.create_connection(d.address("r"), timeout=5)
+    try:
+        assert round_trip(c, b"hello\n", timeout=5)
+        wait_for(lambda: seen, timeout=5, what="the upstream to see the connection")
+        (row,) = d.connections()
+        assert row["upstream_local"] == f"{seen[0][0]}:{seen[0][1]}", (row, seen)
+        vanish.drop(c.getsockname()[1])
+        wait_for(lambda: "reason=keepalive" in d.log(), timeout=10, what="the keepalive reap")
+        reap = next(line for line in d.log().splitlines() if "reason=keepalive" in line)
+        assert f"upstream_local={seen[0][0]}:{seen[0][1]}" in reap, reap
+    finally:
+        c.close()
+        d.stop()
+        up.close()

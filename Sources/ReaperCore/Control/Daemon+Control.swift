@@ -194,6 +194,7 @@ extension Daemon {
             json.field("listener", row.listener)
             json.field("peer", row.peer)
             json.field("upstream", row.upstream)
+            json.field("upstream_local", row.upstreamLocal)
             json.field("age_seconds", row.age.secondsAsDouble)
             json.field("idle_seconds", row.idle.secondsAsDouble)
             json.field("health", row.health)
@@ -230,6 +231,8 @@ struct ConnectionRow {
     let listener: String
     let peer: String
     let upstream: String
+    /// The upstream socket's own address: the client the service sees ("" for echo).
+    let upstreamLocal: String
     let age: Duration
     let idle: Duration
     let health: String
@@ -245,6 +248,7 @@ struct ConnectionRow {
         listener = connection.listener.name
         peer = "\(connection.peer)"
         upstream = connection.upstreamAddress.map { "\($0)" } ?? "echo"
+        upstreamLocal = connection.upstreamLocal.map { "\($0)" } ?? ""
         age = now.since(connection.startedAt)
         idle = now.since(connection.lastActivity)
         health = connection.phase == .connecting ? "connecting" : connection.health.rawValue
@@ -261,6 +265,8 @@ struct ConnectionRow {
         listener = service
         peer = connection.peer.map { "\($0)" } ?? "?"
         upstream = (connection.local.map { "\($0)" } ?? "?") + " (adopted)"
+        // Adopted: the service sees the client itself.
+        upstreamLocal = ""
         age = now.since(connection.firstSeen)
         idle = now.since(connection.lastActivity)
         health = connection.health.rawValue

@@ -179,7 +179,7 @@ public final class Daemon: ConnectionOwner {
     }
 
     func connectionFields(_ connection: Connection, now: Instant) -> [(name: String, value: String)] {
-        [
+        var fields: [(name: String, value: String)] = [
             ("REAPERD_CONNECTION_ID", "\(connection.id)"),
             ("REAPERD_LISTENER", connection.listener.name),
             ("REAPERD_PEER", "\(connection.peer)"),
@@ -190,6 +190,8 @@ public final class Daemon: ConnectionOwner {
             ("REAPERD_BYTES_OUT", "\(connection.bytesOut)"),
             ("REAPERD_PROBES", "\(connection.probes)"),
         ]
+        if let local = connection.upstreamLocal { fields.append(("REAPERD_UPSTREAM_LOCAL", "\(local)")) }
+        return fields
     }
 
     private func logReap(_ connection: Connection, _ reason: ReapReason) {

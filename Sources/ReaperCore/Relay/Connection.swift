@@ -69,6 +69,18 @@ final class Connection: EventHandler {
     var holdsBytes: Bool { inbound.pending > 0 || outbound.pending > 0 }
 
     var isEcho: Bool { upstreamAddress == nil }
+    /// The upstream socket's local address, asked of the kernel when first
+    /// wanted (reaperctl connections, a reap's journal entry) rather than on
+    /// every connect: what the service sees as its client (PostgreSQL's
+    /// client_port, Redis's CLIENT LIST addr).
+    private var upstreamLocalCache: SocketAddress??
+    var upstreamLocal: SocketAddress? {
+        if let cached = upstreamLocalCache { return cached }
+        guard upstreamIsTCP, phase == .relaying, let fd = upstream?.raw else { return nil }
+        let address = try? Sockets.localAddress(fd)
+        upstreamLocalCache = .some(address)
+        return address
+    }
     var bytesIn: UInt64 { inbound.bytes }
     var bytesOut: UInt64 { isEcho ? inbound.bytes : outbound.bytes }
     var clientDescriptor: Int32? { client?.raw }
@@ -491,6 +503,8 @@ final class Connection: EventHandler {
     /// Closes both sides exactly once and tells the owner.
     func end(_ end: ConnectionEnd) {
         precondition(phase != .ended, "connection \(id) ended twice")
+        // A reap's journal entry names the upstream side's port: read it while the socket is open.
+        if case .reaped = end { _ = upstreamLocal }
         phase = .ended
         connectTimer?.cancel()
         connectTimer = nil
