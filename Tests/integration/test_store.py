@@ -99,6 +99,12 @@ class StoreSocket:
                     s.close()
 
 
+def wait_started(d):
+    """A reaperd started on stored sockets answers, or the test fails with its log."""
+    wait_for(lambda: d.proc.poll() is not None or d.ctl("status").returncode == 0, what="the second reaperd to start")
+    assert d.proc.poll() is None, d.log()
+
+
 def store_daemon(daemon_factory, tmp_path, min_age, **daemon_keys):
     store = StoreSocket(tmp_path / "notify.sock")
     keys = {"fd_store": "yes", "fd_store_min_age": min_age, "poll_interval": "100ms"}
@@ -159,9 +165,7 @@ def test_sigterm_stores_young_connections_and_their_age_survives_a_restart(daemo
 
         second, _ = activated_daemon(daemon_factory, tmp_path, passed,
                                      [listener_section("e", "127.0.0.1:0", mode="echo")], sockets=sockets)
-        wait_for(lambda: second.proc.poll() is not None or second.ctl("status").returncode == 0,
-                 what="the second reaperd to start")
-        assert second.proc.poll() is None, second.log()
+        wait_started(second)
         listed = wait_for(lambda: second.connections() if len(second.connections()) == 20 else None, timeout=5,
                           what="20 recovered connections")
         ages = sorted(c["age_seconds"] for c in listed)
@@ -262,9 +266,7 @@ def test_a_half_closed_connection_streaming_to_a_slow_reader_survives_a_restart(
         second, _ = activated_daemon(daemon_factory, tmp_path, names,
                                      [listener_section("r", "127.0.0.1:0", mode="relay", upstream=up.address)],
                                      sockets=sockets)
-        wait_for(lambda: second.proc.poll() is not None or second.ctl("status").returncode == 0,
-                 what="the second reaperd to start")
-        assert second.proc.poll() is None, second.log()
+        wait_started(second)
         assert "dropped 0 that had died, reset 0 that lost bytes" in second.log(), second.log()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not read_for(0.5):
@@ -304,9 +306,7 @@ def test_a_renamed_listener_and_its_connections_survive_reload_and_restart(daemo
         names, sockets = store.snapshot()
         second, _ = activated_daemon(daemon_factory, tmp_path, names,
                                      [listener_section("new", "127.0.0.1:0", mode="echo")], sockets=sockets)
-        wait_for(lambda: second.proc.poll() is not None or second.ctl("status").returncode == 0,
-                 what="the second reaperd to start")
-        assert second.proc.poll() is None, second.log()
+        wait_started(second)
         assert "recovered 3 connections" in second.log() and "reset 0 that lost bytes" in second.log(), second.log()
         for s in clients:
             assert round_trip(s, b"after\n", timeout=2)
@@ -369,9 +369,7 @@ def test_a_crash_never_continues_a_stream_with_a_hole(daemon_factory, tmp_path):
         d.proc.wait(5)
         names, sockets = store.snapshot()
         second, _ = activated_daemon(daemon_factory, tmp_path, names, listeners, sockets=sockets)
-        wait_for(lambda: second.proc.poll() is not None or second.ctl("status").returncode == 0,
-                 what="the second reaperd to start")
-        assert second.proc.poll() is None, second.log()
+        wait_started(second)
         log = second.log()
         assert "recovered 1 connections" in log and "reset 1 that lost bytes in a crash" in log, log
         reap = [line for line in log.splitlines() if "reason=crash-loss" in line]
@@ -428,9 +426,7 @@ def test_a_listener_renamed_while_reaperd_was_down_keeps_its_stored_socket(daemo
         # The store (here: this test) still holds the listening socket.
         second, _ = activated_daemon(daemon_factory, tmp_path, names, [listener_section("new", address, mode="echo")],
                                      sockets=sockets, env={"NOTIFY_SOCKET": store.path}, daemon_keys=keys)
-        wait_for(lambda: second.proc.poll() is not None or second.ctl("status").returncode == 0,
-                 what="the second reaperd to start")
-        assert second.proc.poll() is None, second.log()
+        wait_started(second)
         assert "recovered 3 connections" in second.log(), second.log()
         wait_for(lambda: any(n.startswith("l@new@") for n in store.stored), timeout=5,
                  what="the listening socket stored under its new name")

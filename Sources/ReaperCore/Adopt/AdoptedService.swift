@@ -8,7 +8,6 @@ final class AdoptedConnection {
     let inode: UInt32
     let firstSeen: Instant
     var info: TCPInfo?
-    var state: UInt8 = 0
     var lastActivity: Instant
     var bytesAtLastSweep: UInt64 = 0
     var health = Health.idle
@@ -16,7 +15,6 @@ final class AdoptedConnection {
     /// kernel killed is gone from the next dump, so the verdict rests on these.
     var probesLastSeen: UInt8 = 0
     var retransmittingLastSeen = false
-    var evidence = ReapEvidence()
     /// When its first FIN was seen (CLOSE_WAIT or FIN_WAIT2), for half_close_timeout.
     var halfClosedAt: Instant?
     /// The owning process, found when the connection first looks suspect.

@@ -202,7 +202,6 @@ extension Daemon {
     ) -> ReapReason? {
         let info = socket.info
         connection.info = info
-        connection.state = socket.state
         let total = (info?.bytesAcked ?? 0) &+ (info?.bytesReceived ?? 0)
         let moved = total != connection.bytesAtLastSweep
         connection.bytesAtLastSweep = total
@@ -223,7 +222,6 @@ extension Daemon {
             client: info, upstream: nil, bytesMoved: moved, idleFor: now.since(connection.lastActivity),
             halfCloseSilence: silence)
         connection.health = ReapPolicy.health(observation)
-        connection.evidence.record(info, bytesWaitingForClient: false)
         connection.probesLastSeen = info?.probes ?? 0
         connection.retransmittingLastSeen =
             (info?.unacked ?? 0) > 0 && ((info?.retransmits ?? 0) > 0 || (info?.backoff ?? 0) > 0)
