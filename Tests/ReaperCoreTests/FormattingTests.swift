@@ -1,3 +1,4 @@
+import Glibc
 import Testing
 
 @testable import ReaperCore
@@ -27,6 +28,29 @@ import Testing
             ConsoleSink.format(record)
                 == "notice: connection reaped reason=keepalive peer=1.2.3.4:5 note=\"two words\"\n")
         #expect(record.priority == 5)
+    }
+
+    /// Whatever the machine's time zone, the stamp names the same instant: its
+    /// fields minus its offset give back the epoch second, and milliseconds are
+    /// truncated, never rounded into the next second.
+    @Test func consoleTimestampIsTheInstantInLocalTime() throws {
+        for (seconds, nanos) in [(0, 0), (1_764_676_801, 999_999_999), (1_780_000_000, 5_000_000)] {
+            let text = ConsoleSink.timestamp(timespec(tv_sec: seconds, tv_nsec: nanos))
+            #expect(text.utf8.count == 29, "\(text)")
+            let digits = text.split(whereSeparator: { "-T:.+".contains($0) }).map { Int($0) }
+            let fields = try #require(digits.count == 9 ? digits.compactMap { $0 } : nil)
+            var parts = tm()
+            parts.tm_year = Int32(fields[0] - 1900)
+            parts.tm_mon = Int32(fields[1] - 1)
+            parts.tm_mday = Int32(fields[2])
+            parts.tm_hour = Int32(fields[3])
+            parts.tm_min = Int32(fields[4])
+            parts.tm_sec = Int32(fields[5])
+            let sign = text.dropFirst(23).first == "-" ? -1 : 1
+            let offset = sign * (fields[7] * 3600 + fields[8] * 60)
+            #expect(timegm(&parts) - offset == seconds, "\(text)")
+            #expect(fields[6] == nanos / 1_000_000, "\(text)")
+        }
     }
 
     @Test func socketAddressesPrintAsConfigured() throws {

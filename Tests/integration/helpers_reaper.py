@@ -217,7 +217,9 @@ def get_metrics(address, timeout=10.0):
 
 # ---------------------------------------------------------------- reap log lines
 
-REAP_LINE = re.compile(r"^notice: reaped connection (\d+) from (\S+) on (\S+) after (\d+)s: (.*)$")
+# Console lines start with the local time (RFC 3339, milliseconds, UTC offset).
+TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
+REAP_LINE = re.compile(rf"^{TIMESTAMP} notice: reaped connection (\d+) from (\S+) on (\S+) after (\d+)s: (.*)$")
 FIELD = re.compile(r'(?<= )([a-z_]+)=("(?:[^"\\]|\\.)*"|\S+)')
 REAP_FIELDS = ("connection_id", "listener", "peer", "upstream", "reason", "age_sec", "idle_sec",
                "bytes_in", "bytes_out", "probes")

@@ -1,10 +1,14 @@
 """What operators stumbled on (issue 13, item 4): each a behaviour an operator
 saw, checked against the real binaries."""
+import os
+import re
 import socket
 import subprocess
 import time
+from datetime import datetime
 
 from conftest import REAPERCTL, REAPERD, listener_section, round_trip, wait_for
+from helpers_reaper import TIMESTAMP
 
 
 def test_reaperctl_says_what_to_check_when_reaperd_is_not_there(tmp_path):
@@ -36,6 +40,34 @@ def test_start_up_says_where_the_control_socket_and_metrics_are(daemon_factory):
     line = next(line for line in d.log().splitlines() if "reaperd started" in line)
     assert f"control socket {d.control}" in line and f"metrics http://127.0.0.1:{port}/metrics" in line, line
     d.stop()
+
+
+def test_console_lines_carry_the_local_time_unless_stderr_is_the_journal(daemon_factory):
+    # Foreground: every line starts with an RFC 3339 time (milliseconds, UTC offset)
+    # that is the wall clock of its writing.
+    before = time.time()
+    d = daemon_factory([listener_section("e", "127.0.0.1:0", mode="echo")])
+    d.start()
+    d.stop()
+    after = time.time()
+    lines = d.log().splitlines()
+    assert lines, "reaperd wrote nothing"
+    for line in lines:
+        match = re.match(rf"^({TIMESTAMP}) (debug|info|notice|warning|err): ", line)
+        assert match, line
+        stamp = datetime.fromisoformat(match.group(1)).timestamp()
+        assert before - 1 <= stamp <= after + 1, (line, before, after)
+
+    # stderr connected to the journal (JOURNAL_STREAM names it): journald stamps each
+    # line itself, so the text carries none.
+    quiet = daemon_factory([listener_section("e", "127.0.0.1:0", mode="echo")])
+    quiet.stderr_path.touch()
+    st = os.stat(quiet.stderr_path)
+    quiet.env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+    quiet.start()
+    quiet.stop()
+    lines = quiet.log().splitlines()
+    assert lines and all(re.match(r"^(debug|info|notice|warning|err): ", line) for line in lines), lines
 
 
 def test_a_fatal_start_up_error_reaches_stderr_with_the_journal_as_target(daemon_factory, tmp_path):
