@@ -9,8 +9,8 @@ import warnings
 
 from conftest import Upstream, connect, free_port, listener_section, recv_exactly, round_trip, wait_for
 from helpers_core import (
-    TCP_FIN_WAIT2, TCP_TIME_WAIT, ProcessSockets, close_all, closed_by_peer, connect_refused, raise_nofile,
-    read_until_closed, tcp_states_on_port, wait_counter, wait_open,
+    TCP_FIN_WAIT2, TCP_TIME_WAIT, ProcessSockets, close_all, closed_by_peer, connect_refused, pattern, raise_nofile,
+    read_until_closed, recv_hash, sha256, tcp_states_on_port, wait_counter, wait_open,
 )
 
 
@@ -326,28 +326,89 @@ def test_kill9_then_immediate_restart_on_the_same_port(daemon_factory, echo_upst
 
 # ---------------------------------------------------------------- SIGTERM
 
-def test_sigterm_drains_then_closes_idle_connections(daemon_factory, echo_upstream):
-    d = daemon_factory([listener_section("r", "127.0.0.1:0", "relay", echo_upstream.address)],
-                       daemon_keys={"shutdown_grace": "1s"}).start()
-    address = d.address("r")
-    sockets = open_clients(address, 5)
+def slow_answer_handler(conn):
+    """Answers each `SIZE DELAY\\n` request with SIZE pattern bytes after DELAY
+    seconds: a database running a query. Any other line is echoed at once."""
+    buffered = b""
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            conn.shutdown(socket.SHUT_WR)
+            return
+        buffered += data
+        while b"\n" in buffered:
+            line, buffered = buffered.split(b"\n", 1)
+            words = line.split()
+            if len(words) == 2 and words[0].isdigit():
+                time.sleep(float(words[1]))
+                conn.sendall(pattern(int(words[0]), int(words[0])))
+            else:
+                conn.sendall(line + b"\n")
+
+
+def test_sigterm_closes_idle_connections_at_once_and_waits_for_answers_under_way(daemon_factory):
+    """An idle stop does not sit out shutdown_grace (it took 11.4 s with 10 s): every
+    connection between exchanges is closed at once. A connection whose request is
+    still being answered keeps relaying, receives every byte of an answer larger
+    than every buffer on the way, and is closed as soon as the answer is through;
+    reaperd exits then, long before the grace runs out."""
+    up = Upstream(slow_answer_handler)
+    d = daemon_factory([listener_section("r", "127.0.0.1:0", "relay", up.address),
+                        listener_section("e", "127.0.0.1:0", "echo")],
+                       daemon_keys={"shutdown_grace": "20s"}).start()
+    idle = open_clients(d.address("r"), 5) + open_clients(d.address("e"), 3)
+    busy = connect(d.address("r"))
     try:
-        all_relay(sockets, "before")
+        all_relay(idle, "before")
+        assert round_trip(busy, b"warm-up\n")
+        size, delay = 8 << 20, 1.5
+        busy.sendall(f"{size} {delay}\n".encode())
+        time.sleep(0.3)  # the request has reached the upstream, which is "running" it
         started = time.monotonic()
         d.signal(signal.SIGTERM)
-        # Stops accepting at once ...
+        for s in idle:
+            how, data, seconds = read_until_closed(s, timeout=3)
+            assert how == "eof" and data == b"", (how, data[:40])
+            assert seconds < 1.0, f"an idle connection was closed {seconds:.2f}s after SIGTERM"
+        got, digest = recv_hash(busy, size, timeout=15)
+        assert (got, digest) == (size, sha256(pattern(size, size))), f"the answer lost bytes: {got} of {size}"
+        how, data, _ = read_until_closed(busy, timeout=3)
+        assert how == "eof" and data == b"", how
+        d.proc.wait(10)
+        elapsed = time.monotonic() - started
+        assert d.proc.returncode == 0, d.log()[-2000:]
+        assert elapsed < 6, f"exited {elapsed:.2f}s after SIGTERM, with the last answer through after ~{delay}s"
+        assert "closed=8 waiting=1" in d.log(), d.log()[-2000:]
+    finally:
+        close_all(idle + [busy])
+        up.close()
+
+
+def test_sigterm_waits_out_the_grace_for_an_unanswered_request(daemon_factory):
+    """A request still unanswered at the deadline is cut off there: the grace bounds
+    the stop. Meanwhile new clients are refused and the waiting one still relays."""
+    up = Upstream(slow_answer_handler)
+    d = daemon_factory([listener_section("r", "127.0.0.1:0", "relay", up.address)],
+                       daemon_keys={"shutdown_grace": "1s"}).start()
+    address = d.address("r")
+    sockets = open_clients(address, 2)
+    try:
+        all_relay(sockets, "before")
+        sockets[0].sendall(b"16 60\n")  # answered in a minute: never, here
+        time.sleep(0.3)
+        started = time.monotonic()
+        d.signal(signal.SIGTERM)
         wait_for(lambda: connect_refused(address, timeout=1), timeout=1, what="the listener to close on SIGTERM")
-        # ... while the open connections still relay during the grace period.
-        assert round_trip(sockets[0], b"draining\n")
+        assert closed_by_peer(sockets[1], timeout=0.5), "the idle connection was not closed at once"
         d.proc.wait(5)
         elapsed = time.monotonic() - started
         assert d.proc.returncode == 0, d.log()[-2000:]
         assert 0.8 <= elapsed <= 3.0, f"exited {elapsed:.2f}s after SIGTERM with shutdown_grace = 1s"
-        for s in sockets:
-            how, data, _ = read_until_closed(s, timeout=2)
-            assert how in ("eof", "reset"), how
+        how, data, _ = read_until_closed(sockets[0], timeout=2)
+        assert how in ("eof", "reset") and data == b"", how
     finally:
         close_all(sockets)
+        up.close()
 
 
 def test_sigterm_without_connections_exits_promptly(daemon_factory):

@@ -66,9 +66,11 @@ extension Daemon {
         return .applied
     }
 
-    /// SIGTERM/SIGINT: stop accepting, let connections drain for
-    /// `shutdown_grace`, then close what is left and return from `run()`.
-    /// A second signal skips the rest of the grace period.
+    /// SIGTERM/SIGINT: stop accepting, close at once every connection between
+    /// exchanges (nothing would be lost), let the others finish for at most
+    /// `shutdown_grace` — each closes as soon as it is between exchanges too —
+    /// then close what is left and return from `run()`. A second signal skips
+    /// the rest of the grace period.
     func beginShutdown(signal: String) {
         if stopping {
             logger.notice("second \(signal): closing remaining connections now")
@@ -91,11 +93,55 @@ extension Daemon {
             shutdownIntoStore()
             return
         }
+        let open = table.count
+        let closed = closeConnectionsBetweenExchanges()
+        if open > 0 {
+            logger.info(
+                "closed the idle connections; waiting for those with a request or bytes under way",
+                [
+                    ("REAPERD_CLOSED", "\(closed)"), ("REAPERD_WAITING", "\(table.count)"),
+                    ("REAPERD_GRACE", "\(configuration.daemon.shutdownGrace)"),
+                ])
+        }
         if table.count == 0 {
             finishShutdown()
             return
         }
-        loop.schedule(after: configuration.daemon.shutdownGrace) { [weak self] in self?.closeAllConnections() }
+        notifier.stopping(status: "stopping: \(table.count) connections draining")
+        drainStep(until: loop.now.adding(configuration.daemon.shutdownGrace))
+    }
+
+    /// How often a stop looks again for connections that have finished their
+    /// exchange: short next to any grace worth setting, and one scan of the
+    /// remaining (busy) connections is a few ioctls each.
+    static let drainCheckInterval = Duration.milliseconds(50)
+
+    /// One look during the grace period: close what is now between exchanges,
+    /// and everything once the deadline has passed.
+    private func drainStep(until deadline: Instant) {
+        guard loopRunning else { return }
+        if loop.now >= deadline {
+            closeAllConnections()
+            return
+        }
+        closeConnectionsBetweenExchanges()
+        if table.count == 0 {
+            finishShutdown()
+            return
+        }
+        let wait = min(Self.drainCheckInterval, deadline.since(loop.now))
+        loop.schedule(after: wait) { [weak self] in self?.drainStep(until: deadline) }
+    }
+
+    /// Ends every connection that is between exchanges; returns how many.
+    @discardableResult
+    private func closeConnectionsBetweenExchanges() -> Int {
+        var closed = 0
+        for connection in table.all where connection.phase != .ended && connection.isBetweenExchanges {
+            connection.end(.shutdown)
+            closed += 1
+        }
+        return closed
     }
 
     private func closeAllConnections() {

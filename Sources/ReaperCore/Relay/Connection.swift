@@ -67,6 +67,29 @@ final class Connection: EventHandler {
     }
     /// Bytes sit in reaperd's pipes or buffers (would be lost by exiting now).
     var holdsBytes: Bool { inbound.pending > 0 || outbound.pending > 0 }
+    /// The client's bytes moved last and no answer has moved since: a request
+    /// under way (a query the database is still running). Request/response
+    /// protocols end each exchange with the answer, so a relay whose last bytes
+    /// went toward the client is between exchanges. When both directions move in
+    /// one wake-up this stays set: a stop then waits rather than guesses.
+    private(set) var awaitingAnswer = false
+
+    /// Nothing is under way: relaying, no request awaiting its answer, no byte in
+    /// reaperd nor in either socket's kernel queues, no half-close finishing.
+    /// Closing it loses nothing, so a stop closes it at once instead of letting
+    /// it sit out `shutdown_grace`. Asks the kernel (two ioctls per socket): for
+    /// a stop, not for every event. A socket the kernel cannot answer for counts
+    /// as busy.
+    var isBetweenExchanges: Bool {
+        guard phase == .relaying, !awaitingAnswer, !holdsBytes, halfClosedAt == nil, let clientFD = client?.raw
+        else { return false }
+        for fd in [clientFD, upstream?.raw].compactMap({ $0 }) {
+            guard let queues = try? TCPInfo.queues(fd), queues.unread == 0, queues.unacknowledged == 0 else {
+                return false
+            }
+        }
+        return true
+    }
 
     var isEcho: Bool { upstreamAddress == nil }
     /// The upstream socket's local address, asked of the kernel when first
@@ -300,6 +323,7 @@ final class Connection: EventHandler {
     private func pump(readClient: Bool, readUpstream: Bool) {
         let readClient = readClient && !draining
         let readUpstream = readUpstream && !draining
+        let movedBefore = (toUpstream: inbound.bytes, toClient: outbound.bytes)
         var delivered = 0
         for _ in 0..<4 {
             guard phase == .relaying, retryTimer == nil, let clientFD = client?.raw else { break }
@@ -319,6 +343,13 @@ final class Connection: EventHandler {
             }
         }
         if delivered > 0 { lastActivity = owner.loop.now }
+        if !isEcho {
+            if inbound.bytes != movedBefore.toUpstream {
+                awaitingAnswer = true
+            } else if outbound.bytes != movedBefore.toClient {
+                awaitingAnswer = false
+            }
+        }
         if phase == .relaying { settle() }
     }
 
