@@ -37,7 +37,7 @@ RELEASE_FLAGS := $(SWIFTPM) -c release --static-swift-stdlib
 # Debian packages, by purpose. Each deps-* target installs its own list plus the build
 # list, in one apt-get run.
 BUILD_PKGS := libsystemd-dev pkg-config
-TEST_PKGS := iproute2 nftables netcat-openbsd procps python3 python3-pytest redis-server bash-completion prometheus
+TEST_PKGS := iproute2 nftables netcat-openbsd procps python3 python3-pytest redis-server bash-completion prometheus haproxy
 E2E_PKGS := systemd-container debootstrap debian-archive-keyring
 BENCH_PKGS := haproxy socat redis-server
 

@@ -113,6 +113,9 @@ struct ConfigRoundTripTests {
             max_connections = 10000
             backlog = 4096
             reuse_port = no
+            upstream_proxy_protocol = off
+            accept_proxy_protocol = no
+            proxy_header_timeout = 5s
 
             [listener:echo]
             listen = 127.0.0.1:7070
@@ -129,6 +132,8 @@ struct ConfigRoundTripTests {
             max_connections = 10000
             backlog = 4096
             reuse_port = no
+            accept_proxy_protocol = no
+            proxy_header_timeout = 5s
 
             """
         #expect(Configuration.embeddedDefault.effectiveINI() == expected)

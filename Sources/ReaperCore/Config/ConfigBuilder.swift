@@ -83,6 +83,7 @@ struct ConfigBuilder {
     ) -> ListenerSettings {
         var listener = ListenerSettings(name: name, line: section.line, connection: defaults)
         var upstreamEntry: ConfigEntry?
+        var proxyEntry: ConfigEntry?
         var modeIsValid = true
         for entry in section.entries {
             switch (ListenerKey(rawValue: entry.key), ConnectionKey(rawValue: entry.key)) {
@@ -99,6 +100,7 @@ struct ConfigBuilder {
                     listener.upstream = try ConfigValues.connectableEndpoint(value, allowUnix: true)
                 }
             case (nil, let key?):
+                if key == .upstreamProxyProtocol { proxyEntry = entry }
                 check(entry) { value throws(ConfigValueError) in try key.apply(value, to: &listener.connection) }
             case (nil, nil):
                 diagnostics.add(entry.line, ConfigKeySuggestion.unknownKeyMessage(entry.key, section: section.kind))
@@ -113,6 +115,12 @@ struct ConfigBuilder {
                 diagnostics.add(
                     upstreamEntry.line, "upstream: not allowed with mode = echo; an echo listener has no upstream")
                 listener.upstream = nil
+            }
+            // Inherited from [defaults] it means nothing here; written here it is a mistake.
+            if let proxyEntry, proxyEntry.value != ProxyProtocolVersion.off.rawValue {
+                diagnostics.add(
+                    proxyEntry.line,
+                    "upstream_proxy_protocol: not allowed with mode = echo; an echo listener has no upstream")
             }
         case .relay:
             break

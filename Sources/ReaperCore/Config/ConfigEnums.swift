@@ -48,3 +48,9 @@ public enum FDStoreMode: String, CaseIterable, Sendable {
     case yes
     case no
 }
+
+/// `upstream_proxy_protocol`: which PROXY protocol header a relay sends its
+/// upstream ahead of the client's bytes, if any.
+public enum ProxyProtocolVersion: String, CaseIterable, Sendable {
+    case off, v1, v2
+}

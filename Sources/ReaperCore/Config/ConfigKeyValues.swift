@@ -54,6 +54,12 @@ extension ConnectionKey {
             settings.backlog = try ConfigValues.integer(value, in: 1...65535)
         case .reusePort:
             settings.reusePort = try ConfigValues.boolean(value)
+        case .upstreamProxyProtocol:
+            settings.upstreamProxyProtocol = try ConfigValues.choice(value, of: ProxyProtocolVersion.self)
+        case .acceptProxyProtocol:
+            settings.acceptProxyProtocol = try ConfigValues.boolean(value)
+        case .proxyHeaderTimeout:
+            settings.proxyHeaderTimeout = try ConfigValues.duration(value, in: 1...hour)
         }
     }
 }

@@ -25,6 +25,9 @@ enum ConnectionKey: String, CaseIterable {
     case maxConnections = "max_connections"
     case backlog
     case reusePort = "reuse_port"
+    case upstreamProxyProtocol = "upstream_proxy_protocol"
+    case acceptProxyProtocol = "accept_proxy_protocol"
+    case proxyHeaderTimeout = "proxy_header_timeout"
 }
 
 /// Keys only a `[listener:NAME]` section may set.

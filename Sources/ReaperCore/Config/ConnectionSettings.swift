@@ -25,6 +25,14 @@ public struct ConnectionSettings: Hashable, Sendable {
     public var backlog: Int
     /// `SO_REUSEPORT` in addition to `SO_REUSEADDR`.
     public var reusePort: Bool
+    /// The PROXY protocol header a relay sends its upstream first, if any.
+    public var upstreamProxyProtocol: ProxyProtocolVersion
+    /// Each client starts with a PROXY protocol header (v1 or v2, told apart by
+    /// its first bytes) from a load balancer in front; the client it names is
+    /// the connection's peer.
+    public var acceptProxyProtocol: Bool
+    /// How long a client may take to send that header, 1 ms ... 1 h.
+    public var proxyHeaderTimeout: Duration
 
     /// Every key at its documented default (SPEC §3).
     public static let defaults = ConnectionSettings()
@@ -42,7 +50,10 @@ public struct ConnectionSettings: Hashable, Sendable {
         upstreamKeepalive: Bool = true,
         maxConnections: Int = 10_000,
         backlog: Int = 4096,
-        reusePort: Bool = false
+        reusePort: Bool = false,
+        upstreamProxyProtocol: ProxyProtocolVersion = .off,
+        acceptProxyProtocol: Bool = false,
+        proxyHeaderTimeout: Duration = .seconds(5)
     ) {
         self.keepalive = keepalive
         self.keepaliveIdle = keepaliveIdle
@@ -56,6 +67,9 @@ public struct ConnectionSettings: Hashable, Sendable {
         self.maxConnections = maxConnections
         self.backlog = backlog
         self.reusePort = reusePort
+        self.upstreamProxyProtocol = upstreamProxyProtocol
+        self.acceptProxyProtocol = acceptProxyProtocol
+        self.proxyHeaderTimeout = proxyHeaderTimeout
     }
 
     /// `TCP_USER_TIMEOUT` in milliseconds as set on sockets: 0 when off; for `auto`,

@@ -17,7 +17,9 @@ extension Configuration {
             if let upstream = listener.upstream {
                 lines.append("upstream = \(upstream)")
             }
-            lines += ConnectionKey.allCases.map { "\($0.rawValue) = \($0.text(in: listener.connection))" }
+            // An echo listener has no upstream to send a PROXY header to.
+            let keys = ConnectionKey.allCases.filter { listener.mode == .relay || $0 != .upstreamProxyProtocol }
+            lines += keys.map { "\($0.rawValue) = \($0.text(in: listener.connection))" }
         }
         for service in services {
             lines += ["", "[service:\(service.name)]"]
@@ -71,6 +73,9 @@ extension ConnectionKey {
         case .maxConnections: "\(settings.maxConnections)"
         case .backlog: "\(settings.backlog)"
         case .reusePort: yesNo(settings.reusePort)
+        case .upstreamProxyProtocol: settings.upstreamProxyProtocol.rawValue
+        case .acceptProxyProtocol: yesNo(settings.acceptProxyProtocol)
+        case .proxyHeaderTimeout: ConfigDuration.text(settings.proxyHeaderTimeout)
         }
     }
 

@@ -68,7 +68,11 @@ extension Daemon {
             text += "  listening on: \(addresses.isEmpty ? "-" : addresses)\n"
             let c = listener.counters
             text += "  open \(listener.open), accepted \(c.accepted), closed \(c.closed), reaped \(c.reapedTotal)"
-            text += ", refused \(c.refusedLimit) (limit) \(c.refusedUpstream) (upstream)\n"
+            text += ", refused \(c.refusedLimit) (limit) \(c.refusedUpstream) (upstream)"
+            if settings.connection.acceptProxyProtocol || c.refusedProxyHeader > 0 {
+                text += " \(c.refusedProxyHeader) (proxy header)"
+            }
+            text += "\n"
             if c.reapedTotal > 0 {
                 let reasons = ReapReason.allCases.compactMap { reason in
                     c.reaped[reason].map { "\(reason.rawValue) \($0)" }
@@ -152,6 +156,7 @@ extension Daemon {
             json.beginObject("refused")
             json.field("limit", c.refusedLimit)
             json.field("upstream", c.refusedUpstream)
+            json.field("proxy_header", c.refusedProxyHeader)
             json.endObject()
             json.beginObject("reaped")
             for reason in ReapReason.allCases { json.field(reason.rawValue, c.reaped[reason] ?? 0) }
@@ -195,6 +200,7 @@ extension Daemon {
             json.field("peer", row.peer)
             json.field("upstream", row.upstream)
             json.field("upstream_local", row.upstreamLocal)
+            json.field("via", row.via)
             json.field("age_seconds", row.age.secondsAsDouble)
             json.field("idle_seconds", row.idle.secondsAsDouble)
             json.field("health", row.health)
@@ -233,6 +239,8 @@ struct ConnectionRow {
     let upstream: String
     /// The upstream socket's own address: the client the service sees ("" for echo).
     let upstreamLocal: String
+    /// The load balancer a PROXY header came through; empty otherwise.
+    let via: String
     let age: Duration
     let idle: Duration
     let health: String
@@ -249,9 +257,15 @@ struct ConnectionRow {
         peer = "\(connection.peer)"
         upstream = connection.upstreamAddress.map { "\($0)" } ?? "echo"
         upstreamLocal = connection.upstreamLocal.map { "\($0)" } ?? ""
+        via = connection.proxiedVia.map { "\($0)" } ?? ""
         age = now.since(connection.startedAt)
         idle = now.since(connection.lastActivity)
-        health = connection.phase == .connecting ? "connecting" : connection.health.rawValue
+        health =
+            switch connection.phase {
+            case .awaitingHeader: "awaiting-header"
+            case .connecting: "connecting"
+            case .relaying, .ended: connection.health.rawValue
+            }
         probes = connection.probes
         rttMicroseconds = connection.rttMicroseconds
         bytesIn = connection.bytesIn
@@ -267,6 +281,7 @@ struct ConnectionRow {
         upstream = (connection.local.map { "\($0)" } ?? "?") + " (adopted)"
         // Adopted: the service sees the client itself.
         upstreamLocal = ""
+        via = ""
         age = now.since(connection.firstSeen)
         idle = now.since(connection.lastActivity)
         health = connection.health.rawValue

@@ -30,7 +30,9 @@ extension Daemon {
         for listener in all {
             page.sample("reaperd_accepted_total", [("listener", listener.name)], Double(listener.counters.accepted))
         }
-        page.family("reaperd_refused_total", "counter", "Clients closed at once: over a limit, or the upstream failed.")
+        page.family(
+            "reaperd_refused_total", "counter",
+            "Clients closed at once: over a limit, the upstream failed, or no valid PROXY header.")
         for listener in all {
             page.sample(
                 "reaperd_refused_total", [("listener", listener.name), ("reason", "limit")],
@@ -38,6 +40,9 @@ extension Daemon {
             page.sample(
                 "reaperd_refused_total", [("listener", listener.name), ("reason", "upstream")],
                 Double(listener.counters.refusedUpstream))
+            page.sample(
+                "reaperd_refused_total", [("listener", listener.name), ("reason", "proxy_header")],
+                Double(listener.counters.refusedProxyHeader))
         }
         page.family("reaperd_closed_total", "counter", "Connections closed by a peer (FIN or RST): not reaps.")
         for listener in all {

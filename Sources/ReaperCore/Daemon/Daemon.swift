@@ -170,6 +170,16 @@ public final class Daemon: ConnectionOwner {
                         ("REAPERD_ERROR", why), ("REAPERD_SUPPRESSED", "\(suppressed)"),
                     ])
             }
+        case .badProxyHeader(let why):
+            listener.counters.refusedProxyHeader += 1
+            if let suppressed = warnings.allow("proxy:\(listener.name)", now: loop.now, every: .seconds(10)) {
+                logger.warning(
+                    "client refused: no valid PROXY protocol header",
+                    [
+                        ("REAPERD_LISTENER", listener.name), ("REAPERD_PEER", "\(connection.peer)"),
+                        ("REAPERD_ERROR", why), ("REAPERD_SUPPRESSED", "\(suppressed)"),
+                    ])
+            }
         case .reaped(let reason):
             listener.counters.reaped[reason, default: 0] += 1
             reapsSinceStart += 1
@@ -191,6 +201,7 @@ public final class Daemon: ConnectionOwner {
             ("REAPERD_PROBES", "\(connection.probes)"),
         ]
         if let local = connection.upstreamLocal { fields.append(("REAPERD_UPSTREAM_LOCAL", "\(local)")) }
+        if let via = connection.proxiedVia { fields.append(("REAPERD_VIA", "\(via)")) }
         return fields
     }
 

@@ -63,6 +63,9 @@ public enum ConnectionEnd: Sendable, Equatable {
     case reaped(ReapReason)
     /// The upstream could not be reached; the client was refused.
     case upstreamFailed(String)
+    /// `accept_proxy_protocol`: the client's PROXY header was missing, late or
+    /// malformed; the client was refused before any upstream was dialled.
+    case badProxyHeader(String)
     /// The daemon is stopping and the grace period ran out.
     case shutdown
 }

@@ -14,12 +14,22 @@ protocol ConnectionOwner: AnyObject {
 /// One client, its upstream (none in echo mode), and the bytes between them.
 /// Owned by the loop thread; the reaper reads it and asks it to close.
 final class Connection: EventHandler {
-    enum Phase { case connecting, relaying, ended }
+    /// `awaitingHeader` (only with `accept_proxy_protocol`), then `connecting`
+    /// (only for a relay), `relaying`, `ended`; never back.
+    enum Phase { case awaitingHeader, connecting, relaying, ended }
     enum Side { case client, upstream }
 
     let id: UInt64
     let listener: ListenerState
-    let peer: SocketAddress
+    /// The client: the socket's peer, or the one a PROXY header named.
+    private(set) var peer: SocketAddress
+    /// The load balancer in front when a PROXY header named the client: the
+    /// socket's own peer.
+    private(set) var proxiedVia: SocketAddress?
+    /// The address the client connected to, as the PROXY header said.
+    private var proxiedDestination: SocketAddress?
+    /// Set while the PROXY header is still arriving.
+    private var headerReader: ProxyHeaderReader?
     /// Where this connection relays to; nil in echo mode.
     let upstreamAddress: SocketAddress?
     let startedAt: Instant
@@ -135,7 +145,15 @@ final class Connection: EventHandler {
         // Keepalive, user timeout and no-delay come from the listening socket:
         // Linux copies them to every socket accept(2) returns. The client joins
         // the epoll set once it has something to wait for (`setInterest`).
-        guard client != nil else { return false }
+        guard let clientFD = client?.raw else { return false }
+        if listener.connection.acceptProxyProtocol {
+            return awaitHeader(clientFD)
+        }
+        return proceed()
+    }
+
+    /// Past the PROXY header, if any: connect (relay) or start echoing.
+    private func proceed() -> Bool {
         guard let upstreamAddress else {
             phase = .relaying
             owner.connectionEstablished(self)
@@ -198,9 +216,83 @@ final class Connection: EventHandler {
         }
     }
 
+    // MARK: The PROXY header from a load balancer in front
+
+    /// Waits for the header, within `proxy_header_timeout`; nothing else is
+    /// read from the client, and the upstream is not dialled, until it is whole.
+    private func awaitHeader(_ clientFD: Int32) -> Bool {
+        phase = .awaitingHeader
+        headerReader = ProxyHeaderReader()
+        setInterest([.readable, .readHangup], side: .client)
+        guard phase != .ended else { return false }
+        let deadline = listener.connection.proxyHeaderTimeout
+        connectTimer = owner.loop.schedule(after: deadline) { [weak self] in
+            guard let self, self.phase == .awaitingHeader else { return }
+            let got = self.headerReader?.received.count ?? 0
+            self.end(.badProxyHeader("no complete PROXY header within \(deadline) (\(got) bytes)"))
+        }
+        readHeader()
+        return phase != .ended
+    }
+
+    private func readHeader() {
+        guard let fd = client?.raw, var reader = headerReader else { return }
+        let step = reader.step(fd)
+        headerReader = reader
+        switch step {
+        case .waiting:
+            return
+        case .closed:
+            // Connected and left without a word (a load balancer's TCP health check).
+            end(.closed)
+        case .refused(let why):
+            end(.badProxyHeader(why))
+        case .done(let header):
+            connectTimer?.cancel()
+            connectTimer = nil
+            headerReader = nil
+            if let source = header.source {
+                proxiedVia = peer
+                peer = source
+                proxiedDestination = header.destination
+            }
+            // Out of the epoll set until relaying: bytes after the header must
+            // wait, and a readable socket nobody reads would wake the loop for ever.
+            setInterest([], side: .client)
+            phase = .connecting
+            _ = proceed()
+        }
+    }
+
+    // MARK: The PROXY header toward the upstream
+
+    /// Sends the header `upstream_proxy_protocol` asks for, ahead of every byte
+    /// of the client's. A socket that has just connected has an empty send
+    /// buffer of at least 4 KiB (the kernel's floor for SO_SNDBUF), so the
+    /// header (at most 107 bytes) is taken whole or the socket has failed.
+    /// Returns false when the connection ended.
+    private func sendProxyHeader(_ version: ProxyProtocolVersion) -> Bool {
+        guard let upstreamFD = upstream?.raw, let clientFD = client?.raw else { return false }
+        let destination = proxiedDestination ?? (try? Sockets.localAddress(clientFD))
+        let header = ProxyHeader(source: peer, destination: destination).encoded(version)
+        let target = upstreamAddress.map { "\($0)" } ?? ""
+        do {
+            guard case .processed(let sent) = try Sockets.send(upstreamFD, header), sent == header.count else {
+                end(.upstreamFailed("sending the PROXY header to \(target): the socket did not take it whole"))
+                return false
+            }
+        } catch {
+            end(.upstreamFailed("sending the PROXY header to \(target): \(error.errno)"))
+            return false
+        }
+        return true
+    }
+
     private func upstreamConnected() {
         connectTimer?.cancel()
         connectTimer = nil
+        let version = listener.connection.upstreamProxyProtocol
+        if version != .off && !sendProxyHeader(version) { return }
         phase = .relaying
         lastActivity = owner.loop.now
         owner.connectionEstablished(self)
@@ -210,6 +302,9 @@ final class Connection: EventHandler {
     func handle(_ events: EpollEvents, on registration: Registration) {
         guard phase != .ended else { return }
         let side: Side = registration == clientRegistration ? .client : .upstream
+        if phase == .awaitingHeader {
+            return readHeader()
+        }
         if phase == .connecting {
             if side == .upstream {
                 if let fd = upstream?.raw, let error = Sockets.pendingError(fd) {

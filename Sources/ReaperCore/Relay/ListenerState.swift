@@ -3,6 +3,8 @@ public struct ListenerCounters: Sendable, Equatable {
     public var accepted: UInt64 = 0
     public var refusedLimit: UInt64 = 0
     public var refusedUpstream: UInt64 = 0
+    /// `accept_proxy_protocol`: no valid PROXY header in time.
+    public var refusedProxyHeader: UInt64 = 0
     public var closed: UInt64 = 0
     public var reaped: [ReapReason: UInt64] = [:]
     /// Client to upstream.

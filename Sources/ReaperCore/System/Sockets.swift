@@ -124,6 +124,14 @@ public enum Sockets {
         try nonBlockingSyscall("read") { Glibc.read(fd, buffer.baseAddress, buffer.count) }
     }
 
+    /// recv(2) with MSG_PEEK: copies what is queued and leaves it queued, so a
+    /// reader can look before deciding how much is its own. 0 is end-of-file.
+    public static func peek(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> IOResult<
+        Int
+    > {
+        try nonBlockingSyscall("recv(MSG_PEEK)") { Glibc.recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_PEEK)) }
+    }
+
     /// send(2) with MSG_NOSIGNAL: a peer that went away is an error, not SIGPIPE.
     public static func write(_ fd: Int32, from buffer: UnsafeRawBufferPointer) throws(SystemError) -> IOResult<Int> {
         try nonBlockingSyscall("send") { Glibc.send(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL)) }
