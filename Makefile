@@ -128,7 +128,9 @@ lint:
 # rootfs into $${REAPERD_E2E_CACHE:-/var/cache/reaperd-e2e} (about 75 s); later runs
 # reuse it. The release build happens inside the harness (`make install DESTDIR=`), so
 # a build failure is reported as a failed check next to the container's own checks.
-e2e: deps-e2e
+# The Debian package is built first (`deb`, same release build): scenario deb-lifecycle
+# installs, reloads, removes and purges it in the container.
+e2e: deps-e2e deb
 	@if [ "$$(id -u)" = 0 ]; then \
 		bash Tests/e2e/run.sh; \
 	elif [ -n "$(SUDO)" ]; then \
