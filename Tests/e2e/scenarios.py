@@ -981,8 +981,19 @@ def _deb_lifecycle(deb, up):
     assert round_trip(s), "the relayed connection stopped relaying at the reload"
     s.close()
 
+    # The operator gives adopt mode a service (the packaged relay itself) and starts it:
+    # remove must stop this unit too, though the package never started it.
+    adopt_conf = "/etc/reaperd/adopt.conf"
+    with open(CT_ROOT + adopt_conf, "a") as f:
+        f.write("\n[service:relay]\nunit = reaperd.service\n")
+    in_ct("systemctl", "start", "reaperd-adopt.service")
+    assert prop("reaperd-adopt.service", "ActiveState") == "active", "reaperd-adopt.service did not start"
+
     # remove: stopped, binaries and units gone, the edited conffile kept.
     apt_get("remove", "reaperd")
+    state = prop("reaperd-adopt.service", "ActiveState")
+    assert state in ("inactive", "failed") and not in_ct("pgrep", "-x", "reaperd", check=False).stdout.strip(), \
+        f"reaperd-adopt.service is {state} after remove, or a reaperd still runs"
     status = in_ct("dpkg-query", "-W", "-f", "${db:Status-Abbrev}", "reaperd").stdout.strip()
     assert status == "rc", f"dpkg says {status!r} after apt-get remove, expected rc"
     assert prop("reaperd.service", "ActiveState") == "inactive", "reaperd.service still runs after remove"
@@ -994,7 +1005,8 @@ def _deb_lifecycle(deb, up):
         pass
     with open(CT_ROOT + conf) as f:
         assert f.read().endswith(edit), f"{conf} lost the operator's edit on remove"
-    assert exists_ct("/etc/reaperd/adopt.conf"), "adopt.conf went on remove"
+    with open(CT_ROOT + adopt_conf) as f:
+        assert "[service:relay]" in f.read(), f"{adopt_conf} lost the operator's edit on remove"
 
     # purge: the conffiles, /etc/reaperd and the enablement go too.
     apt_get("purge", "reaperd")
@@ -1005,7 +1017,7 @@ def _deb_lifecycle(deb, up):
         assert not exists_ct(path), f"{path} is still there after purge"
     assert prop("reaperd.service", "LoadState") == "not-found", "reaperd.service still loads after purge"
     print(f"{deb}: installed, enabled and started; relayed 6432 -> 5432; reload added a listener; "
-          "remove stopped it and kept the edited conffile; purge removed /etc/reaperd and the units")
+          "remove stopped it and the adopt unit and kept the edited conffiles; purge removed /etc/reaperd and the units")
 
 
 if __name__ == "__main__":
