@@ -867,6 +867,159 @@ def scenario_socket_activation():
     print("reaperd.socket activated reaperd; its listener pg relayed")
 
 
+# The package `make deb` built (make e2e builds it first).
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEB_DIR = os.path.join(REPO, "build", "deb")
+# What the packaged /etc/reaperd/reaperd.conf defines: [listener:pg] relays
+# 127.0.0.1:6432 to 127.0.0.1:5432.
+DEB_LISTEN_PORT = 6432
+DEB_UPSTREAM_PORT = 5432
+DEB_ECHO_PORT = 17075
+# The make-install copy the other checks use, moved aside while the package is installed
+# (its /etc/systemd/system units would shadow the package's /lib/systemd/system ones) and
+# put back afterwards.
+MAKE_INSTALL_STATE = ["/etc/reaperd", "/etc/systemd/system/reaperd.service", "/etc/systemd/system/reaperd.socket",
+                      "/etc/systemd/system/reaperd-adopt.service", "/etc/systemd/system/reaperd.service.d",
+                      "/etc/systemd/system/reaperd.socket.d", "/etc/systemd/system/reaperd-adopt.service.d",
+                      "/etc/systemd/system/multi-user.target.wants/reaperd.service",
+                      "/etc/systemd/system/sockets.target.wants/reaperd.socket"]
+STASH = "/root/e2e-make-install"
+
+
+def apt_get(*args):
+    # The container has no package lists (rootfs.sh removes them) and needs none: every
+    # dependency of the .deb (libc6, libgcc-s1, libstdc++6, libsystemd0) is in the rootfs,
+    # so apt resolves the local file alone and reaches no mirror.
+    return in_ct("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y", *args,
+                 timeout=120)
+
+
+def exists_ct(path):
+    return os.path.lexists(CT_ROOT + path)
+
+
+def _stash_make_install():
+    in_ct("systemctl", "stop", "reaperd.socket", "reaperd.service", "reaperd-adopt.service", check=False)
+    in_ct("mkdir", "-p", STASH)
+    for i, path in enumerate(MAKE_INSTALL_STATE):
+        if exists_ct(path):
+            in_ct("mv", path, f"{STASH}/{i}")
+    in_ct("systemctl", "daemon-reload")
+
+
+def _restore_make_install():
+    for i, path in enumerate(MAKE_INSTALL_STATE):
+        if exists_ct(f"{STASH}/{i}"):
+            in_ct("rm", "-rf", path)
+            in_ct("mv", f"{STASH}/{i}", path)
+    in_ct("rmdir", STASH, check=False)
+    in_ct("systemctl", "daemon-reload")
+
+
+def scenario_deb_lifecycle():
+    """The Debian package: apt-get install starts and enables reaperd, which relays on the
+    packaged config and reloads an edited one; remove stops it and keeps the operator's
+    conffile; purge removes /etc/reaperd and the units."""
+    debs = sorted(f for f in os.listdir(DEB_DIR) if f.startswith("reaperd_") and f.endswith(".deb")) \
+        if os.path.isdir(DEB_DIR) else []
+    assert len(debs) == 1, f"expected one reaperd_*.deb in {DEB_DIR} (make deb), found {debs}"
+    with open(os.path.join(DEB_DIR, debs[0]), "rb") as src, open(CT_ROOT + "/root/" + debs[0], "wb") as dst:
+        dst.write(src.read())
+    up = Upstream(DEB_UPSTREAM_PORT)
+    _stash_make_install()
+    try:
+        _deb_lifecycle(debs[0], up)
+    finally:
+        # Whatever failed, the package goes and the make-install copy comes back.
+        in_ct("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y", "purge", "reaperd", check=False)
+        in_ct("rm", "-f", "/root/" + debs[0], check=False)
+        _restore_make_install()
+    # The checks after this one find the make-install copy as they left it.
+    path = prop("reaperd.service", "FragmentPath")
+    assert path == "/etc/systemd/system/reaperd.service", f"make install's unit not back after the package: {path}"
+    assert exists_ct("/usr/local/bin/reaperd") and exists_ct("/etc/reaperd/reaperd.conf")
+
+
+def _deb_lifecycle(deb, up):
+    # As the README says, from the directory holding it (nsenter leaves the working
+    # directory outside the container, and apt then refuses even an absolute path).
+    in_ct("sh", "-c", f"cd /root && DEBIAN_FRONTEND=noninteractive apt-get -q -y install ./{deb}",
+          timeout=120)
+    status = in_ct("dpkg-query", "-W", "-f", "${db:Status-Abbrev}", "reaperd").stdout.strip()
+    assert status == "ii", f"dpkg says {status!r} after apt-get install"
+
+    # Enabled and started by the package; the socket and adopt units installed only.
+    assert prop("reaperd.service", "ActiveState") == "active", "reaperd.service is not running after install"
+    assert in_ct("systemctl", "is-enabled", "reaperd.service", check=False).stdout.strip() == "enabled"
+    for unit in ("reaperd.socket", "reaperd-adopt.service"):
+        assert prop(unit, "LoadState") == "loaded", f"{unit} is not installed"
+        assert prop(unit, "ActiveState") == "inactive", f"{unit} was started on install"
+        enabled = in_ct("systemctl", "is-enabled", unit, check=False).stdout.strip()
+        assert enabled == "disabled", f"{unit} is {enabled}, expected disabled"
+    assert prop("reaperd.service", "FragmentPath") == "/lib/systemd/system/reaperd.service"
+    exe = in_ct("readlink", f"/proc/{main_pid()}/exe").stdout.strip()
+    assert exe == "/usr/sbin/reaperd", f"the service runs {exe}, expected /usr/sbin/reaperd"
+
+    # The packaged config's [listener:pg] relays to the upstream on 5432.
+    opened = up.open
+    s = socket.create_connection(("127.0.0.1", DEB_LISTEN_PORT), timeout=5)
+    assert round_trip(s), f"no round trip through 127.0.0.1:{DEB_LISTEN_PORT}"
+    assert up.open == opened + 1, "the line came back, but not through the upstream"
+
+    # The operator edits the conffile; systemctl reload applies it, the relay goes on.
+    conf = "/etc/reaperd/reaperd.conf"
+    edit = f"\n# operator's edit (e2e)\n[listener:echo]\nlisten = 127.0.0.1:{DEB_ECHO_PORT}\nmode = echo\n"
+    with open(CT_ROOT + conf, "a") as f:
+        f.write(edit)
+    in_ct("systemctl", "reload", "reaperd.service")
+    listeners = json.loads(in_ct("/usr/sbin/reaperctl", "status", "--json").stdout)["listeners"]
+    names = sorted(item["name"] for item in listeners)
+    assert names == ["echo", "pg"], f"after reload reaperctl status lists {names}"
+    e = socket.create_connection(("127.0.0.1", DEB_ECHO_PORT), timeout=5)
+    assert round_trip(e), "the listener added by the reload does not echo"
+    e.close()
+    assert round_trip(s), "the relayed connection stopped relaying at the reload"
+    s.close()
+
+    # The operator gives adopt mode a service (the packaged relay itself) and starts it:
+    # remove must stop this unit too, though the package never started it.
+    adopt_conf = "/etc/reaperd/adopt.conf"
+    with open(CT_ROOT + adopt_conf, "a") as f:
+        f.write("\n[service:relay]\nunit = reaperd.service\n")
+    in_ct("systemctl", "start", "reaperd-adopt.service")
+    assert prop("reaperd-adopt.service", "ActiveState") == "active", "reaperd-adopt.service did not start"
+
+    # remove: stopped, binaries and units gone, the edited conffile kept.
+    apt_get("remove", "reaperd")
+    state = prop("reaperd-adopt.service", "ActiveState")
+    assert state in ("inactive", "failed") and not in_ct("pgrep", "-x", "reaperd", check=False).stdout.strip(), \
+        f"reaperd-adopt.service is {state} after remove, or a reaperd still runs"
+    status = in_ct("dpkg-query", "-W", "-f", "${db:Status-Abbrev}", "reaperd").stdout.strip()
+    assert status == "rc", f"dpkg says {status!r} after apt-get remove, expected rc"
+    assert prop("reaperd.service", "ActiveState") == "inactive", "reaperd.service still runs after remove"
+    assert not exists_ct("/usr/sbin/reaperd") and not exists_ct("/lib/systemd/system/reaperd.service")
+    try:
+        socket.create_connection(("127.0.0.1", DEB_LISTEN_PORT), timeout=2).close()
+        raise AssertionError(f"127.0.0.1:{DEB_LISTEN_PORT} still accepts after remove")
+    except ConnectionRefusedError:
+        pass
+    with open(CT_ROOT + conf) as f:
+        assert f.read().endswith(edit), f"{conf} lost the operator's edit on remove"
+    with open(CT_ROOT + adopt_conf) as f:
+        assert "[service:relay]" in f.read(), f"{adopt_conf} lost the operator's edit on remove"
+
+    # purge: the conffiles, /etc/reaperd and the enablement go too.
+    apt_get("purge", "reaperd")
+    listed = in_ct("dpkg-query", "-W", "reaperd", check=False)
+    assert listed.returncode != 0, f"dpkg still knows reaperd after purge: {listed.stdout.strip()}"
+    for path in ("/etc/reaperd", "/etc/systemd/system/multi-user.target.wants/reaperd.service",
+                 "/etc/systemd/system/reaperd.service"):
+        assert not exists_ct(path), f"{path} is still there after purge"
+    assert prop("reaperd.service", "LoadState") == "not-found", "reaperd.service still loads after purge"
+    print(f"{deb}: installed, enabled and started; relayed 6432 -> 5432; reload added a listener; "
+          "remove stopped it and the adopt unit and kept the edited conffiles; purge removed /etc/reaperd and the units")
+
+
 if __name__ == "__main__":
     name = sys.argv[1]
     try:
