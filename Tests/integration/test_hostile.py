@@ -106,7 +106,7 @@ def test_flood_of_twice_max_connections(daemon_factory):
             assert slowest < 1.0, f"a refused client waited {slowest:.2f}s for its close"
             entry = d.listener("r")
             assert entry["accepted"] == limit and entry["open"] == limit, entry
-            assert entry["refused"] == {"limit": clients - limit, "upstream": 0}, entry
+            assert entry["refused"] == {"limit": clients - limit, "upstream": 0, "proxy_header": 0}, entry
             assert idle_cpu < IDLE_CPU, f"reaperd burnt {idle_cpu:.3f}s of CPU in the 2 s after the flood"
             served = flood.served()
             assert len(served) == limit
@@ -164,7 +164,7 @@ def test_connect_storm_leaves_no_descriptor_behind(daemon_factory):
                rss_fresh_kib=fresh_rss, rss_before_kib=base_rss, rss_after_kib=after_rss,
                rss_growth_kib=after_rss - base_rss, idle_cpu_2s=round(idle_cpu, 3))
         assert entry["accepted"] == total + warm_up and entry["closed"] == total + warm_up, entry
-        assert entry["refused"] == {"limit": 0, "upstream": 0} and sum(entry["reaped"].values()) == 0, entry
+        assert entry["refused"] == {"limit": 0, "upstream": 0, "proxy_header": 0} and sum(entry["reaped"].values()) == 0, entry
         # Sockets exactly as before; epoll/timer/signal descriptors too. Pipes may only
         # be idle ones kept by the pool (at most 64 pipes, 2 descriptors each).
         assert after["socket"] == base["socket"] == fresh["socket"], (fresh, base, after)
@@ -248,7 +248,7 @@ def test_relay_under_descriptor_exhaustion(daemon_factory, echo_upstream):
         assert recv_hash(queued, size, timeout=30) == (size, sha256(big))
         thread.join(30)
         entry = d.listener("r")
-        assert entry["refused"] == {"limit": 0, "upstream": 5}, entry
+        assert entry["refused"] == {"limit": 0, "upstream": 5, "proxy_header": 0}, entry
         assert entry["accepted"] == 10 and entry["open"] == 5, entry
         record("relay under descriptor exhaustion", refused_without_upstream_s=round(max(refused_after), 3),
                cpu_1s_no_upstream=round(no_upstream_cpu, 3), cpu_3s_accept_paused=round(paused_cpu, 3),
@@ -479,7 +479,7 @@ def test_upstream_resets_mid_stream(daemon_factory):
         finally:
             close_all(sockets)
         entry = wait_counter(d, "r", ("closed",), count, timeout=5)
-        assert entry["open"] == 0 and entry["refused"] == {"limit": 0, "upstream": 0}, entry
+        assert entry["open"] == 0 and entry["refused"] == {"limit": 0, "upstream": 0, "proxy_header": 0}, entry
         reaped_only(d, "r")
     finally:
         up.close()
@@ -679,7 +679,7 @@ def test_sighup_storm_under_load(daemon_factory, echo_upstream):
         assert refused == [], refused[:3]
         entry = d.listener("r")
         assert entry["open"] == clients and entry["closed"] == 0 and entry["accepted"] == clients, entry
-        assert entry["refused"] == {"limit": 0, "upstream": 0}, entry
+        assert entry["refused"] == {"limit": 0, "upstream": 0, "proxy_header": 0}, entry
         reaped_only(d, "r")
         # The last file written says 30s; whatever SIGHUPs coalesced, a reload now applies it.
         assert d.ctl("reload").returncode == 0

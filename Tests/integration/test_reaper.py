@@ -709,7 +709,7 @@ def test_metrics_page_parses_and_counts_what_happened(daemon_factory, upstreams,
     pg_status = d.listener("pg")
     assert pg_status["accepted"] == 3 and pg_status["closed"] == 1, pg_status
     assert pg_status["bytes"] == {"in": pg_in, "out": pg_in + 18}, pg_status
-    assert pg_status["refused"] == {"limit": 0, "upstream": 0}, pg_status
+    assert pg_status["refused"] == {"limit": 0, "upstream": 0, "proxy_header": 0}, pg_status
     expect_reaped_only(d, "pg", admin=1)
     expect_reaped_only(d, "quiet", idle_timeout=1)
     assert status["reaped_since_start"] == 2

@@ -129,7 +129,7 @@ def test_300_concurrent_clients(daemon_factory, echo_upstream):
         assert status["connections"] == clients
         entry = d.listener("r")
         assert entry["accepted"] == clients and entry["open"] == clients
-        assert entry["refused"] == {"limit": 0, "upstream": 0}
+        assert entry["refused"] == {"limit": 0, "upstream": 0, "proxy_header": 0}
         assert len(d.connections("r")) == clients
     finally:
         close_all([s for s in sockets if s is not None])

@@ -372,7 +372,7 @@ class Soak:
 
         total_reaped = sum(reaped.values())
         self.check("counters add up", entry["accepted"] == entry["closed"] + total_reaped + entry["open"]
-                   and entry["refused"] == {"limit": 0, "upstream": 0},
+                   and entry["refused"] == {"limit": 0, "upstream": 0, "proxy_header": 0},
                    f"accepted {entry['accepted']} = closed {entry['closed']} + reaped {total_reaped} + "
                    f"open {entry['open']}; refused {entry['refused']}")
 
