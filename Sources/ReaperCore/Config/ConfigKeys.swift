@@ -25,6 +25,7 @@ enum ConnectionKey: String, CaseIterable {
     case maxConnections = "max_connections"
     case backlog
     case reusePort = "reuse_port"
+    case resolveInterval = "resolve_interval"
 }
 
 /// Keys only a `[listener:NAME]` section may set.

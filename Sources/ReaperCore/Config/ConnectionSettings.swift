@@ -25,6 +25,8 @@ public struct ConnectionSettings: Hashable, Sendable {
     public var backlog: Int
     /// `SO_REUSEPORT` in addition to `SO_REUSEADDR`.
     public var reusePort: Bool
+    /// How often an upstream given by name is looked up again, 1 s ... 24 h.
+    public var resolveInterval: Duration
 
     /// Every key at its documented default (SPEC §3).
     public static let defaults = ConnectionSettings()
@@ -42,7 +44,8 @@ public struct ConnectionSettings: Hashable, Sendable {
         upstreamKeepalive: Bool = true,
         maxConnections: Int = 10_000,
         backlog: Int = 4096,
-        reusePort: Bool = false
+        reusePort: Bool = false,
+        resolveInterval: Duration = .seconds(30)
     ) {
         self.keepalive = keepalive
         self.keepaliveIdle = keepaliveIdle
@@ -56,6 +59,7 @@ public struct ConnectionSettings: Hashable, Sendable {
         self.maxConnections = maxConnections
         self.backlog = backlog
         self.reusePort = reusePort
+        self.resolveInterval = resolveInterval
     }
 
     /// `TCP_USER_TIMEOUT` in milliseconds as set on sockets: 0 when off; for `auto`,

@@ -14,8 +14,14 @@ extension Configuration {
                 lines.append("listen = \(listener.listen.map(\.description).joined(separator: ", "))")
             }
             lines.append("mode = \(listener.mode.rawValue)")
-            if let upstream = listener.upstream {
-                lines.append("upstream = \(upstream)")
+            switch listener.upstream {
+            case .name(let host, let port)?:
+                // DNS may be down where the file is checked (a build host, early boot).
+                lines.append("upstream = \(host):\(port)  # a host name: looked up by reaperd, not by this check")
+            case .address(let endpoint)?:
+                lines.append("upstream = \(endpoint)")
+            case nil:
+                break
             }
             lines += ConnectionKey.allCases.map { "\($0.rawValue) = \($0.text(in: listener.connection))" }
         }
@@ -71,6 +77,7 @@ extension ConnectionKey {
         case .maxConnections: "\(settings.maxConnections)"
         case .backlog: "\(settings.backlog)"
         case .reusePort: yesNo(settings.reusePort)
+        case .resolveInterval: ConfigDuration.text(settings.resolveInterval)
         }
     }
 
