@@ -177,9 +177,13 @@ def resolved(d, name="db"):
     return d.listener(name)["upstream_addresses"]
 
 
+def tuple_address(text):
+    host, port = text.rsplit(":", 1)
+    return host, int(port)
+
+
 def metrics(d):
-    host, port = d.metrics_address.rsplit(":", 1)
-    return Metrics(get_metrics((host, int(port))))
+    return Metrics(get_metrics(tuple_address(d.metrics_address)))
 
 
 def test_a_name_resolves_and_relays(daemon_factory, dns):
@@ -206,6 +210,9 @@ def test_a_name_resolves_and_relays(daemon_factory, dns):
     m = metrics(d)
     assert m.get("reaperd_upstream_addresses", listener="db") == 1
     assert m.get("reaperd_upstream_resolve_failures_total", listener="db") == 0
+    page = get_metrics(tuple_address(d.metrics_address))
+    checked = subprocess.run(["promtool", "check", "metrics"], input=page, capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     s.close()
     server.close()
     assert d.stop() == 0
