@@ -40,7 +40,10 @@ RELEASE_FLAGS := $(SWIFTPM) -c release --static-swift-stdlib -Xlinker -z -Xlinke
 # Debian packages, by purpose. Each deps-* target installs its own list plus the build
 # list, in one apt-get run.
 BUILD_PKGS := libsystemd-dev pkg-config
-TEST_PKGS := iproute2 nftables netcat-openbsd procps python3 python3-pytest redis-server bash-completion prometheus haproxy
+# dnsmasq-base is the binary alone: the resolver test_resolve.py runs on loopback. Not the
+# dnsmasq package, whose system service would take port 53 on every address at install.
+TEST_PKGS := iproute2 nftables netcat-openbsd procps python3 python3-pytest redis-server bash-completion prometheus \
+	dnsmasq-base haproxy
 E2E_PKGS := systemd-container debootstrap debian-archive-keyring
 BENCH_PKGS := haproxy socat redis-server
 DEB_PKGS := debhelper dpkg-dev fakeroot lintian

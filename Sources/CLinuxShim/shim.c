@@ -11,6 +11,8 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/eventfd.h>
+#include <pthread.h>
 
 #include "CLinuxShim.h"
 
@@ -99,4 +101,15 @@ int cls_socket_unacked(int fd, int *out) { return ioctl(fd, SIOCOUTQ, out); }
 
 int cls_memfd_create(const char *name) {
     return memfd_create(name, MFD_CLOEXEC);
+}
+
+int cls_eventfd(int nonblocking) {
+    return eventfd(0, EFD_CLOEXEC | (nonblocking ? EFD_NONBLOCK : 0));
+}
+
+void cls_name_this_thread(const char *name) {
+    char truncated[16];
+    strncpy(truncated, name, sizeof(truncated) - 1);
+    truncated[sizeof(truncated) - 1] = 0;
+    pthread_setname_np(pthread_self(), truncated);
 }

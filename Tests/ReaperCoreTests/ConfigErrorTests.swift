@@ -151,8 +151,49 @@ let configMalformedFiles: [MalformedFile] = [
         name: "upstream port 0", text: "[listener:r]\nupstream = 127.0.0.1:0\n", line: 2,
         messagePart: "upstream: 127.0.0.1:0: port 0 is not allowed here"),
     MalformedFile(
-        name: "upstream host name", text: "[listener:r]\nupstream = db.internal:5432\n", line: 2,
-        messagePart: "upstream: db.internal:5432: db.internal is not a numeric IPv4 address"),
+        name: "upstream host name with an underscore", text: "[listener:r]\nupstream = db_1.internal:5432\n",
+        line: 2,
+        messagePart: "upstream: db_1.internal:5432: db_1.internal is not a host name or a numeric address"),
+    MalformedFile(
+        name: "upstream host name with an empty label", text: "[listener:r]\nupstream = db..internal:5432\n",
+        line: 2, messagePart: "upstream: db..internal:5432: db..internal has an empty label"),
+    MalformedFile(
+        name: "upstream host name label with a hyphen at its end",
+        text: "[listener:r]\nupstream = db-.internal:5432\n", line: 2,
+        messagePart: "a label may not start or end with a hyphen"),
+    MalformedFile(
+        name: "upstream host name too long",
+        text: "[listener:r]\nupstream = "
+            + Array(repeating: String(repeating: "a", count: 63), count: 4)
+            .joined(separator: ".") + ":1\n", line: 2,
+        messagePart: "the host name is longer than 253 characters"),
+    MalformedFile(
+        name: "upstream host name port 0", text: "[listener:r]\nupstream = db.internal:0\n", line: 2,
+        messagePart: "upstream: db.internal:0: port 0 is not allowed here"),
+    MalformedFile(
+        name: "upstream host name without port", text: "[listener:r]\nupstream = db.internal\n", line: 2,
+        messagePart: "upstream: db.internal: missing :PORT"),
+    MalformedFile(
+        name: "upstream bad IPv4 is not a name", text: "[listener:r]\nupstream = 10.0.0.300:5432\n", line: 2,
+        messagePart: "10.0.0.300 is not a valid IPv4 address"),
+    MalformedFile(
+        name: "listen on a host name", text: "[listener:r]\nmode = echo\nlisten = db.internal:80\n", line: 3,
+        messagePart: "listen: db.internal:80: db.internal is not a numeric IPv4 address (only upstream = takes"),
+    MalformedFile(
+        name: "metrics on a host name", text: "[daemon]\nmetrics = metrics.internal:9477\n" + echo, line: 2,
+        messagePart: "metrics: metrics.internal:9477: metrics.internal is not a numeric IPv4 address"),
+    MalformedFile(
+        name: "resolve_interval below a second", text: "[defaults]\nresolve_interval = 500ms\n" + echo, line: 2,
+        messagePart: "resolve_interval: 500ms is out of range (1s ... 24h)"),
+    MalformedFile(
+        name: "resolve_interval over a day", text: echo + "resolve_interval = 25h\n", line: 4,
+        messagePart: "resolve_interval: 25h is out of range (1s ... 24h)"),
+    MalformedFile(
+        name: "resolve_interval not a duration", text: echo + "resolve_interval = often\n", line: 4,
+        messagePart: "resolve_interval: often is not a duration"),
+    MalformedFile(
+        name: "resolve_interval in a service", text: "[service:r]\nunit = r.service\nresolve_interval = 5s\n",
+        line: 3, messagePart: "resolve_interval is not allowed in [service:r]: it shapes a relay"),
     MalformedFile(
         name: "listen on unix socket", text: "[listener:r]\nmode = echo\nlisten = unix:/run/a.sock\n",
         line: 3, messagePart: "listen: unix:/run/a.sock: listening on a unix socket is not supported"),

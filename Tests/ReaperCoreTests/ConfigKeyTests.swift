@@ -110,11 +110,11 @@ struct ConfigKeyTests {
                 .ipv4(address: "127.0.0.1", port: 7432),
             ])
         #expect(pg.mode == .relay)
-        #expect(pg.upstream == .ipv4(address: "127.0.0.1", port: 5432))
+        #expect(pg.upstream == .address(.ipv4(address: "127.0.0.1", port: 5432)))
         let sock = try #require(configuration.listener(named: "sock"))
         #expect(sock.line == 6)
         #expect(sock.mode == .relay, "relay is the default mode")
-        #expect(sock.upstream == .unix(path: "/run/postgresql/.s.PGSQL.5432"))
+        #expect(sock.upstream == .address(.unix(path: "/run/postgresql/.s.PGSQL.5432")))
         let echo = try #require(configuration.listener(named: "echo-1_x"))
         #expect(echo.listen.isEmpty, "listen may be omitted for socket activation")
         #expect(echo.mode == .echo)

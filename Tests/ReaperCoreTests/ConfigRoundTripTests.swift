@@ -25,11 +25,12 @@ let configSpecExample = """
     max_connections = 10000       # per listener
     backlog = 4096
     reuse_port = no               # SO_REUSEPORT in addition to SO_REUSEADDR
+    resolve_interval = 30s        # how often an upstream given by name is re-resolved
 
     [listener:pg]                 # one section per listener; NAME = [A-Za-z0-9_-]+
     listen = 0.0.0.0:6432, [::]:6432
     mode = relay                  # relay | echo
-    upstream = 127.0.0.1:5432     # host:port, [v6]:port, or unix:/path; required for relay
+    upstream = 127.0.0.1:5432     # host:port (a name or an address), [v6]:port, or unix:/path
 
     """
 
@@ -44,9 +45,9 @@ struct ConfigRoundTripTests {
         let pg = try #require(configuration.listener(named: "pg"))
         #expect(pg.listen == [.ipv4(address: "0.0.0.0", port: 6432), .ipv6(address: "::", port: 6432)])
         #expect(pg.mode == .relay)
-        #expect(pg.upstream == .ipv4(address: "127.0.0.1", port: 5432))
+        #expect(pg.upstream == .address(.ipv4(address: "127.0.0.1", port: 5432)))
         #expect(pg.connection == ConnectionSettings.defaults)
-        #expect(pg.line == 24)
+        #expect(pg.line == 25)
     }
 
     @Test func embeddedDefaultIsSpecSection4() throws {
@@ -116,6 +117,7 @@ struct ConfigRoundTripTests {
             upstream_proxy_protocol = off
             accept_proxy_protocol = no
             proxy_header_timeout = 5s
+            resolve_interval = 30s
 
             [listener:echo]
             listen = 127.0.0.1:7070
@@ -134,6 +136,7 @@ struct ConfigRoundTripTests {
             reuse_port = no
             accept_proxy_protocol = no
             proxy_header_timeout = 5s
+            resolve_interval = 30s
 
             """
         #expect(Configuration.embeddedDefault.effectiveINI() == expected)

@@ -62,7 +62,7 @@ struct EndpointTests {
         ("127.0.0.1", "missing :PORT"),
         (":80", "missing address"),
         ("::1:80", "in brackets"),
-        ("db.example.com:5432", "not resolved"),
+        ("db.example.com:5432", "this address must be numeric"),
         ("256.1.1.1:80", "not a numeric IPv4 address"),
         ("1.2.3:80", "not a numeric IPv4 address"),
         (" 127.0.0.1:80", "not a numeric IPv4 address"),

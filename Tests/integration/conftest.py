@@ -54,7 +54,7 @@ def listener_section(name, listen, mode="relay", upstream=None, **keys):
 class Daemon:
     """One reaperd process with its own config file and control socket."""
 
-    def __init__(self, tmp_path, listeners, daemon_keys=None, defaults=None, env=None, extra_args=()):
+    def __init__(self, tmp_path, listeners, daemon_keys=None, defaults=None, env=None, extra_args=(), wrapper=()):
         self.dir = Path(tmp_path)
         self.config = self.dir / "reaperd.conf"
         self.control = str(self.dir / "control.sock")
@@ -64,6 +64,8 @@ class Daemon:
         self.defaults = defaults or {}
         self.env = env
         self.extra_args = list(extra_args)
+        # A command reaperd runs under, e.g. unshare with its own resolv.conf (test_resolve).
+        self.wrapper = list(wrapper)
         self.write_config(listeners)
         self.proc = None
 
@@ -87,7 +89,7 @@ class Daemon:
             env.update(self.env)
         self.stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(
-            [str(REAPERD), "--config", str(self.config), *self.extra_args],
+            [*self.wrapper, str(REAPERD), "--config", str(self.config), *self.extra_args],
             stdin=subprocess.DEVNULL, stdout=self.stderr, stderr=self.stderr, env=env,
             pass_fds=getattr(self, "pass_fds", ()),
         )

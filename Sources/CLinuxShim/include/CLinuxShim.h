@@ -87,6 +87,14 @@ int cls_socket_unacked(int fd, int *out);
 /// memfd_create(2) with MFD_CLOEXEC; -1 and errno on failure.
 int cls_memfd_create(const char *name);
 
+/// eventfd(2) at zero with EFD_CLOEXEC, and EFD_NONBLOCK when `nonblocking`;
+/// Glibc's Swift module does not export <sys/eventfd.h>. -1 and errno on failure.
+int cls_eventfd(int nonblocking);
+
+/// pthread_setname_np(pthread_self(), name), which needs _GNU_SOURCE: the
+/// name `ps -L` and `top -H` show (at most 15 bytes are kept).
+void cls_name_this_thread(const char *name);
+
 #include "adopt.h"
 
 #endif

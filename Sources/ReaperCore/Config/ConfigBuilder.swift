@@ -97,7 +97,7 @@ struct ConfigBuilder {
             case (.upstream?, _):
                 upstreamEntry = entry
                 check(entry) { value throws(ConfigValueError) in
-                    listener.upstream = try ConfigValues.connectableEndpoint(value, allowUnix: true)
+                    listener.upstream = try ConfigValues.upstream(value)
                 }
             case (nil, let key?):
                 if key == .upstreamProxyProtocol { proxyEntry = entry }
@@ -165,7 +165,7 @@ struct ConfigBuilder {
     /// and each connection opens another until max_connections.
     private mutating func checkLoops(_ listeners: [ListenerSettings]) {
         for listener in listeners {
-            guard listener.mode == .relay, let upstream = listener.upstream else { continue }
+            guard listener.mode == .relay, let upstream = listener.upstream?.endpoint else { continue }
             for endpoint in listener.listen where Self.reaches(upstream, endpoint) {
                 diagnostics.add(
                     listener.line,

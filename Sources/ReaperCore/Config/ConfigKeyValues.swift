@@ -60,6 +60,10 @@ extension ConnectionKey {
             settings.acceptProxyProtocol = try ConfigValues.boolean(value)
         case .proxyHeaderTimeout:
             settings.proxyHeaderTimeout = try ConfigValues.duration(value, in: 1...hour)
+        case .resolveInterval:
+            // At least a second: a lookup a second is already more than any
+            // TTL-respecting client asks; at most a day.
+            settings.resolveInterval = try ConfigValues.duration(value, in: 1000...24 * hour)
         }
     }
 }
@@ -74,6 +78,19 @@ extension ConfigValues {
             throw ConfigValueError("\(text) is out of range (auto, 0 or 1ms ... \(Int32.max)ms)")
         }
         return .after(.milliseconds(milliseconds))
+    }
+
+    /// Where a relay connects: an address or a host name with a real TCP port, or a Unix path.
+    static func upstream(_ text: String) throws(ConfigValueError) -> Upstream {
+        switch Upstream.parse(text) {
+        case .success(.address):
+            return .address(try connectableEndpoint(text, allowUnix: true))
+        case .success(let upstream):
+            if upstream.port == 0 { throw ConfigValueError("\(text): port 0 is not allowed here (1 ... 65535)") }
+            return upstream
+        case .failure(let error):
+            throw ConfigValueError(error.message)
+        }
     }
 
     /// An address something connects to: a real TCP port, or (if allowed) a Unix path.

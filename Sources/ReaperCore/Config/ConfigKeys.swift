@@ -28,6 +28,7 @@ enum ConnectionKey: String, CaseIterable {
     case upstreamProxyProtocol = "upstream_proxy_protocol"
     case acceptProxyProtocol = "accept_proxy_protocol"
     case proxyHeaderTimeout = "proxy_header_timeout"
+    case resolveInterval = "resolve_interval"
 }
 
 /// Keys only a `[listener:NAME]` section may set.

@@ -33,6 +33,8 @@ public struct ConnectionSettings: Hashable, Sendable {
     public var acceptProxyProtocol: Bool
     /// How long a client may take to send that header, 1 ms ... 1 h.
     public var proxyHeaderTimeout: Duration
+    /// How often an upstream given by name is looked up again, 1 s ... 24 h.
+    public var resolveInterval: Duration
 
     /// Every key at its documented default (SPEC §3).
     public static let defaults = ConnectionSettings()
@@ -53,7 +55,8 @@ public struct ConnectionSettings: Hashable, Sendable {
         reusePort: Bool = false,
         upstreamProxyProtocol: ProxyProtocolVersion = .off,
         acceptProxyProtocol: Bool = false,
-        proxyHeaderTimeout: Duration = .seconds(5)
+        proxyHeaderTimeout: Duration = .seconds(5),
+        resolveInterval: Duration = .seconds(30)
     ) {
         self.keepalive = keepalive
         self.keepaliveIdle = keepaliveIdle
@@ -70,6 +73,7 @@ public struct ConnectionSettings: Hashable, Sendable {
         self.upstreamProxyProtocol = upstreamProxyProtocol
         self.acceptProxyProtocol = acceptProxyProtocol
         self.proxyHeaderTimeout = proxyHeaderTimeout
+        self.resolveInterval = resolveInterval
     }
 
     /// `TCP_USER_TIMEOUT` in milliseconds as set on sockets: 0 when off; for `auto`,

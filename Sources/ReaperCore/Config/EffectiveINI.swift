@@ -14,8 +14,14 @@ extension Configuration {
                 lines.append("listen = \(listener.listen.map(\.description).joined(separator: ", "))")
             }
             lines.append("mode = \(listener.mode.rawValue)")
-            if let upstream = listener.upstream {
-                lines.append("upstream = \(upstream)")
+            switch listener.upstream {
+            case .name(let host, let port)?:
+                // DNS may be down where the file is checked (a build host, early boot).
+                lines.append("upstream = \(host):\(port)  # a host name: looked up by reaperd, not by this check")
+            case .address(let endpoint)?:
+                lines.append("upstream = \(endpoint)")
+            case nil:
+                break
             }
             // An echo listener has no upstream to send a PROXY header to.
             let keys = ConnectionKey.allCases.filter { listener.mode == .relay || $0 != .upstreamProxyProtocol }
@@ -76,6 +82,7 @@ extension ConnectionKey {
         case .upstreamProxyProtocol: settings.upstreamProxyProtocol.rawValue
         case .acceptProxyProtocol: yesNo(settings.acceptProxyProtocol)
         case .proxyHeaderTimeout: ConfigDuration.text(settings.proxyHeaderTimeout)
+        case .resolveInterval: ConfigDuration.text(settings.resolveInterval)
         }
     }
 

@@ -14,8 +14,9 @@ public struct ListenerSettings: Hashable, Sendable {
     public var listen: [Endpoint]
     /// Relay to `upstream`, or echo.
     public var mode: ListenerMode
-    /// Where a relay connects (a TCP port other than 0, or a Unix path); nil for echo.
-    public var upstream: Endpoint?
+    /// Where a relay connects (an address or a host name with a TCP port other than
+    /// 0, or a Unix path); nil for echo.
+    public var upstream: Upstream?
     /// `[defaults]` with this section's overrides applied.
     public var connection: ConnectionSettings
 
@@ -28,7 +29,7 @@ public struct ListenerSettings: Hashable, Sendable {
         line: Int = 0,
         listen: [Endpoint] = [],
         mode: ListenerMode = .relay,
-        upstream: Endpoint? = nil,
+        upstream: Upstream? = nil,
         connection: ConnectionSettings = .defaults
     ) {
         self.name = name

@@ -66,6 +66,10 @@ extension Daemon {
             let target = settings.mode == .echo ? "echo" : "relay to \(settings.upstream.map { "\($0)" } ?? "-")"
             text += "\nlistener \(listener.name)\(listener.configured ? "" : " (removed)"): \(target)\n"
             text += "  listening on: \(addresses.isEmpty ? "-" : addresses)\n"
+            if let resolution = listener.resolution {
+                text += resolutionText(resolution, now: now)
+                text += "  failed lookups: \(listener.counters.resolveFailures)\n"
+            }
             let c = listener.counters
             text += "  open \(listener.open), accepted \(c.accepted), closed \(c.closed), reaped \(c.reapedTotal)"
             text += ", refused \(c.refusedLimit) (limit) \(c.refusedUpstream) (upstream)"
@@ -98,6 +102,23 @@ extension Daemon {
             text +=
                 service.settings.ports.isEmpty
                 ? ", every port\n" : ", ports \(service.settings.ports.map(String.init).joined(separator: ", "))\n"
+        }
+        return text
+    }
+
+    /// A named upstream's lines in `reaperctl status`: what it resolves to,
+    /// and how its lookups are going.
+    private func resolutionText(_ resolution: UpstreamResolution, now: Instant) -> String {
+        let addresses = resolution.addresses.map(\.description).joined(separator: ", ")
+        var text: String
+        if let resolvedAt = resolution.resolvedAt {
+            text = "  resolved: \(addresses) (looked up \(now.since(resolvedAt).components.seconds)s ago)\n"
+        } else {
+            text = "  resolved: not yet; clients are refused until it resolves\n"
+        }
+        if let since = resolution.failingSince {
+            text += "  lookups failing for \(now.since(since).components.seconds)s: \(resolution.lastError ?? "")"
+            text += resolution.addresses.isEmpty ? "\n" : "; keeping the last good addresses\n"
         }
         return text
     }
@@ -142,6 +163,22 @@ extension Daemon {
             json.field("configured", listener.configured)
             json.field("mode", listener.settings.mode.rawValue)
             json.field("upstream", listener.settings.upstream.map { "\($0)" } ?? "")
+            // Where new connections go now: the address, or a name's last good answer.
+            json.beginArray("upstream_addresses")
+            for address in listener.route?.addresses ?? [] { json.element("\(address)") }
+            json.endArray()
+            if let resolution = listener.resolution {
+                json.beginObject("resolve")
+                json.field("name", resolution.name)
+                json.field("resolved", resolution.resolvedAt != nil)
+                if let resolvedAt = resolution.resolvedAt {
+                    json.field("resolved_seconds_ago", Instant.now().since(resolvedAt).secondsAsDouble)
+                }
+                json.field("failing", resolution.failingSince != nil)
+                json.field("failures", listener.counters.resolveFailures)
+                json.field("last_error", resolution.lastError ?? "")
+                json.endObject()
+            }
             json.beginArray("addresses")
             for endpoint in endpoints where endpoint.listener === listener {
                 json.beginObject()
@@ -199,6 +236,7 @@ extension Daemon {
             json.field("listener", row.listener)
             json.field("peer", row.peer)
             json.field("upstream", row.upstream)
+            json.field("upstream_name", row.upstreamName)
             json.field("upstream_local", row.upstreamLocal)
             json.field("via", row.via)
             json.field("age_seconds", row.age.secondsAsDouble)
@@ -221,7 +259,9 @@ extension Daemon {
         ]
         for row in rows {
             table.append([
-                "\(row.id)", row.listener, row.peer, row.upstream, "\(row.age.components.seconds)s",
+                "\(row.id)", row.listener, row.peer,
+                row.upstreamName.isEmpty ? row.upstream : "\(row.upstreamName) (\(row.upstream))",
+                "\(row.age.components.seconds)s",
                 "\(row.idle.components.seconds)s", row.health, "\(row.probes)",
                 String(format3: Double(row.rttMicroseconds) / 1000) + "ms", "\(row.bytesIn)", "\(row.bytesOut)",
             ])
@@ -236,7 +276,10 @@ struct ConnectionRow {
     let id: UInt64
     let listener: String
     let peer: String
+    /// The address connected to (while connecting, the one being tried).
     let upstream: String
+    /// The upstream as configured when it is a host name; "" otherwise.
+    let upstreamName: String
     /// The upstream socket's own address: the client the service sees ("" for echo).
     let upstreamLocal: String
     /// The load balancer a PROXY header came through; empty otherwise.
@@ -256,6 +299,7 @@ struct ConnectionRow {
         listener = connection.listener.name
         peer = "\(connection.peer)"
         upstream = connection.upstreamAddress.map { "\($0)" } ?? "echo"
+        upstreamName = connection.upstreamName ?? ""
         upstreamLocal = connection.upstreamLocal.map { "\($0)" } ?? ""
         via = connection.proxiedVia.map { "\($0)" } ?? ""
         age = now.since(connection.startedAt)
@@ -279,6 +323,7 @@ struct ConnectionRow {
         listener = service
         peer = connection.peer.map { "\($0)" } ?? "?"
         upstream = (connection.local.map { "\($0)" } ?? "?") + " (adopted)"
+        upstreamName = ""
         // Adopted: the service sees the client itself.
         upstreamLocal = ""
         via = ""

@@ -14,6 +14,12 @@ struct JSONWriter {
         text += Self.quote(value)
     }
 
+    /// A string element of the array being written.
+    mutating func element(_ value: String) {
+        prefix(nil)
+        text += Self.quote(value)
+    }
+
     mutating func field(_ key: String, _ value: some BinaryInteger) {
         prefix(key)
         text += "\(value)"

@@ -44,6 +44,25 @@ extension Daemon {
                 "reaperd_refused_total", [("listener", listener.name), ("reason", "proxy_header")],
                 Double(listener.counters.refusedProxyHeader))
         }
+        // Declared even with no named upstream (no samples then), so rules and
+        // dashboards that use them find the families on every page.
+        let named = orderedListeners.filter { $0.resolution != nil }
+        page.family(
+            "reaperd_upstream_resolve_failures_total", "counter",
+            "Failed lookups of an upstream given by name (the last good answer stays in use).")
+        for listener in named {
+            page.sample(
+                "reaperd_upstream_resolve_failures_total", [("listener", listener.name)],
+                Double(listener.counters.resolveFailures))
+        }
+        page.family(
+            "reaperd_upstream_addresses", "gauge",
+            "Addresses an upstream name resolves to now (0: never resolved, clients refused).")
+        for listener in named {
+            page.sample(
+                "reaperd_upstream_addresses", [("listener", listener.name)],
+                Double(listener.route?.addresses.count ?? 0))
+        }
         page.family("reaperd_closed_total", "counter", "Connections closed by a peer (FIN or RST): not reaps.")
         for listener in all {
             page.sample("reaperd_closed_total", [("listener", listener.name)], Double(listener.counters.closed))

@@ -48,16 +48,37 @@ extension Daemon {
             client.close()
             return
         }
+        let route = listener.settings.mode == .relay ? listener.route : nil
+        if listener.settings.mode == .relay && route == nil {
+            return refuseUnresolved(client, peer: peer, on: listener)
+        }
         listener.counters.accepted += 1
-        let upstream: SocketAddress? =
-            listener.settings.mode == .relay ? listener.settings.upstream.map(\.socketAddress) : nil
         let connection = Connection(
-            id: nextConnectionID, listener: listener, client: client, peer: peer, upstream: upstream, owner: self,
+            id: nextConnectionID, listener: listener, client: client, peer: peer, upstream: route?.addresses.first,
+            alternatives: Array(route?.addresses.dropFirst() ?? []), upstreamName: route?.name, owner: self,
             now: loop.now)
         nextConnectionID += 1
         listener.open += 1
         table.add(connection)
         _ = connection.start()
+    }
+
+    /// The upstream is a name that has not resolved yet (or no longer does and
+    /// never did): nothing to connect to, so the client is closed at once and
+    /// counted as an `upstream` refusal, logged as upstream failures are.
+    private func refuseUnresolved(_ client: consuming FileDescriptor, peer: SocketAddress, on listener: ListenerState) {
+        listener.counters.refusedUpstream += 1
+        if let suppressed = warnings.allow("upstream:\(listener.name)", now: loop.now, every: .seconds(1)) {
+            let name = listener.settings.upstream.map { "\($0)" } ?? ""
+            logger.warning(
+                "client refused: upstream \(name) has not resolved",
+                [
+                    ("REAPERD_LISTENER", listener.name), ("REAPERD_PEER", "\(peer)"), ("REAPERD_UPSTREAM", name),
+                    ("REAPERD_ERROR", listener.resolution?.lastError ?? "no answer yet"),
+                    ("REAPERD_SUPPRESSED", "\(suppressed)"),
+                ])
+        }
+        client.close()
     }
 
     /// A failed accept leaves the connection queued (or the socket failed), so

@@ -163,6 +163,8 @@ extension Daemon {
     /// `beginShutdown`. Explicit, because the loop holds both handlers strongly:
     /// dropping the daemon's references alone never ran their deinit.
     func closeServices() {
+        resolver?.close()
+        resolver = nil
         metrics?.close()
         metrics = nil
         control?.close()

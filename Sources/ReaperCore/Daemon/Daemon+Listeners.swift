@@ -121,6 +121,7 @@ extension Daemon {
                 listenerOrder.append(settings.name)
             }
         }
+        for state in orderedListeners { followUpstream(state) }
 
         var next: [ListeningEndpoint] = []
         for (index, item) in wanted.enumerated() {

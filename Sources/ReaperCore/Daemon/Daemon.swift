@@ -25,6 +25,8 @@ public final class Daemon: ConnectionOwner {
     /// Adopt mode's services by name, in file order (Daemon+Adopt).
     var services: [String: AdoptedService] = [:]
     var serviceOrder: [String] = []
+    /// The host name lookup thread, started when an upstream is first a name (Daemon+Resolve).
+    var resolver: Resolver?
     var sockDiag: SockDiag?
     var cgroupMount: String?
     /// Per listener and reason: upstream unreachable, refused at a limit.
@@ -200,6 +202,7 @@ public final class Daemon: ConnectionOwner {
             ("REAPERD_BYTES_OUT", "\(connection.bytesOut)"),
             ("REAPERD_PROBES", "\(connection.probes)"),
         ]
+        if let name = connection.upstreamName { fields.append(("REAPERD_UPSTREAM_NAME", name)) }
         if let local = connection.upstreamLocal { fields.append(("REAPERD_UPSTREAM_LOCAL", "\(local)")) }
         if let via = connection.proxiedVia { fields.append(("REAPERD_VIA", "\(via)")) }
         return fields

@@ -3,8 +3,9 @@ import Glibc
 /// A socket address as the configuration writes it: where a listener binds, where a
 /// relay connects, where the metrics page listens.
 ///
-/// Only numeric addresses are accepted (the daemon never blocks on DNS); the one
-/// name understood is `localhost`, which means `127.0.0.1`. Addresses are stored in
+/// Only numeric addresses are accepted (binding by name would make start-up wait on
+/// DNS); the one name understood is `localhost`, which means `127.0.0.1`. An
+/// upstream may also be a host name: see `Upstream`. Addresses are stored in
 /// the canonical form `inet_ntop` prints, so two spellings of one address compare
 /// equal and `description` parses back to the same value.
 public enum Endpoint: Hashable, Sendable, CustomStringConvertible {
@@ -103,7 +104,7 @@ public enum Endpoint: Hashable, Sendable, CustomStringConvertible {
         } else {
             return .failure(
                 EndpointParseError(
-                    "\(text): \(host) is not a numeric IPv4 address (host names other than localhost are not resolved)"
+                    "\(text): \(host) is not a numeric IPv4 address (only upstream = takes a host name; this address must be numeric)"
                 ))
         }
         return parsePort(portText, text: text).map { .ipv4(address: address, port: $0) }

@@ -30,8 +30,20 @@ final class Connection: EventHandler {
     private var proxiedDestination: SocketAddress?
     /// Set while the PROXY header is still arriving.
     private var headerReader: ProxyHeaderReader?
-    /// Where this connection relays to; nil in echo mode.
-    let upstreamAddress: SocketAddress?
+    /// Where this connection relays to: while connecting, the address being
+    /// tried; then the one it connected to. nil in echo mode.
+    private(set) var upstreamAddress: SocketAddress?
+    /// The upstream as configured when it is a host name (`db.internal:5432`),
+    /// shown beside the address; nil for an address (and after a restart,
+    /// which keeps only the socket).
+    let upstreamName: String?
+    /// The name's other addresses, in the resolver's order, to try should the
+    /// current one fail.
+    private var untried: [SocketAddress]
+    /// One `connect_timeout` covers every address of a name.
+    private var connectDeadline: Instant?
+    /// Why each address tried so far failed, for the line when none works.
+    private var connectFailures: [String] = []
     let startedAt: Instant
     private(set) var lastActivity: Instant
     /// When the first FIN arrived, while the other direction still flows.
@@ -125,13 +137,16 @@ final class Connection: EventHandler {
 
     init(
         id: UInt64, listener: ListenerState, client: consuming FileDescriptor, peer: SocketAddress,
-        upstream: SocketAddress?, owner: any ConnectionOwner, now: Instant, acceptedAt: Instant? = nil
+        upstream: SocketAddress?, alternatives: [SocketAddress] = [], upstreamName: String? = nil,
+        owner: any ConnectionOwner, now: Instant, acceptedAt: Instant? = nil
     ) {
         self.id = id
         self.listener = listener
         self.client = .some(client)
         self.peer = peer
         self.upstreamAddress = upstream
+        self.untried = upstream == nil ? [] : alternatives
+        self.upstreamName = upstreamName
         self.upstreamIsTCP = upstream.map { !$0.isUnix } ?? false
         self.owner = owner
         // A time from the future (a name from before a reboot) is no age at all.
@@ -185,7 +200,19 @@ final class Connection: EventHandler {
         return phase != .ended
     }
 
+    /// Starts connecting to `address`. The addresses of a name share one
+    /// `connect_timeout`, split: each attempt may take an equal share of what
+    /// is left, so an address that never answers (a black hole) cannot use
+    /// up the time of those after it. A refusal comes back at once and leaves
+    /// its share to the rest; the last address gets all that remains. One
+    /// address (every numeric upstream) gets the whole timeout, as before.
     private func connect(to address: SocketAddress) -> Bool {
+        let timeout = listener.connection.connectTimeout
+        let now = Instant.now()
+        let deadline = connectDeadline ?? now.adding(timeout)
+        connectDeadline = deadline
+        let left = deadline.since(now)
+        let share = untried.isEmpty ? left : left / (untried.count + 1)
         do {
             let socket = try Sockets.stream(family: address.family)
             if !address.isUnix {
@@ -202,18 +229,37 @@ final class Connection: EventHandler {
             if case .processed = result {
                 upstreamConnected()
             } else {
-                connectTimer = owner.loop.schedule(after: listener.connection.connectTimeout) { [weak self] in
+                connectTimer = owner.loop.schedule(after: share) { [weak self] in
                     guard let self, self.phase == .connecting else { return }
-                    self.end(
-                        .upstreamFailed(
-                            "connect \(address): timed out after \(self.listener.connection.connectTimeout)"))
+                    self.attemptFailed("connect \(address): timed out after \(ConfigDuration.text(share))")
                 }
             }
             return phase != .ended
         } catch {
-            end(.upstreamFailed("\(error.call) \(address): \(error.errno)"))
+            return attemptFailed("\(error.call) \(address): \(error.errno)")
+        }
+    }
+
+    /// The address being tried failed: the next one is tried while time is
+    /// left, else the connection ends, every address's failure in its line.
+    @discardableResult
+    private func attemptFailed(_ why: String) -> Bool {
+        connectTimer?.cancel()
+        connectTimer = nil
+        // Nothing else holds a connecting socket (never stored): closing it
+        // takes it out of the epoll set.
+        if let registration = upstreamRegistration { owner.loop.forget(registration) }
+        upstreamRegistration = nil
+        upstreamInterest = []
+        upstream = nil
+        connectFailures.append(why)
+        guard let deadline = connectDeadline, !untried.isEmpty, Instant.now() < deadline else {
+            end(.upstreamFailed(connectFailures.joined(separator: "; ")))
             return false
         }
+        let next = untried.removeFirst()
+        upstreamAddress = next
+        return connect(to: next)
     }
 
     // MARK: The PROXY header from a load balancer in front
@@ -314,9 +360,9 @@ final class Connection: EventHandler {
                         upstreamConnected()
                         return kernelReports(.upstream, error: error)
                     }
-                    end(.upstreamFailed("connect \(upstreamAddress.map { "\($0)" } ?? ""): \(error)"))
+                    attemptFailed("connect \(upstreamAddress.map { "\($0)" } ?? ""): \(error)")
                 } else if events.contains(.error) || events.contains(.hangup) {
-                    end(.upstreamFailed("connect \(upstreamAddress.map { "\($0)" } ?? ""): hung up"))
+                    attemptFailed("connect \(upstreamAddress.map { "\($0)" } ?? ""): hung up")
                 } else {
                     upstreamConnected()
                 }

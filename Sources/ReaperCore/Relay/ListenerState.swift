@@ -5,6 +5,8 @@ public struct ListenerCounters: Sendable, Equatable {
     public var refusedUpstream: UInt64 = 0
     /// `accept_proxy_protocol`: no valid PROXY header in time.
     public var refusedProxyHeader: UInt64 = 0
+    /// Failed lookups of an upstream given by name, whatever names it had.
+    public var resolveFailures: UInt64 = 0
     public var closed: UInt64 = 0
     public var reaped: [ReapReason: UInt64] = [:]
     /// Client to upstream.
@@ -26,6 +28,11 @@ public final class ListenerState {
     public internal(set) var open = 0
     /// False once a reload removed the listener.
     public internal(set) var configured = true
+    /// Where a relay's new connections go. nil in echo mode, and while an
+    /// upstream name has never resolved (clients are refused, as `upstream`).
+    var route: UpstreamRoute?
+    /// The lookups of an upstream given by name; nil for an address.
+    var resolution: UpstreamResolution?
 
     init(settings: ListenerSettings) {
         self.name = settings.name
