@@ -378,7 +378,7 @@ def test_sigterm_closes_idle_connections_at_once_and_waits_for_answers_under_way
         elapsed = time.monotonic() - started
         assert d.proc.returncode == 0, d.log()[-2000:]
         assert elapsed < 6, f"exited {elapsed:.2f}s after SIGTERM, with the last answer through after ~{delay}s"
-        assert "closed=8 waiting=1" in d.log(), d.log()[-2000:]
+        assert "closed=8 waiting=1 grace=20s" in d.log(), d.log()[-2000:]
     finally:
         close_all(idle + [busy])
         up.close()

@@ -100,7 +100,7 @@ extension Daemon {
                 "closed the idle connections; waiting for those with a request or bytes under way",
                 [
                     ("REAPERD_CLOSED", "\(closed)"), ("REAPERD_WAITING", "\(table.count)"),
-                    ("REAPERD_GRACE", "\(configuration.daemon.shutdownGrace)"),
+                    ("REAPERD_GRACE", ConfigDuration.text(configuration.daemon.shutdownGrace)),
                 ])
         }
         if table.count == 0 {
