@@ -45,7 +45,7 @@ BUILD_PKGS := libsystemd-dev pkg-config
 TEST_PKGS := iproute2 nftables netcat-openbsd procps python3 python3-pytest redis-server bash-completion prometheus \
 	dnsmasq-base haproxy
 E2E_PKGS := systemd-container debootstrap debian-archive-keyring
-BENCH_PKGS := haproxy socat redis-server
+BENCH_PKGS := haproxy socat redis-server redis-tools postgresql-15
 DEB_PKGS := debhelper dpkg-dev fakeroot lintian
 
 ifeq ($(shell id -u),0)
@@ -224,6 +224,7 @@ bench: deps-bench release
 	@$(call apt_install,nftables iproute2 procps python3 gcc libc6-dev)
 	REAPERD=$(SCRATCH)/release/reaperd bash bench/run.sh $(BENCH_ARGS)
 	python3 bench/adopt.py --reaperd $(SCRATCH)/release/reaperd
+	python3 bench/realclients.py --reaperd $(SCRATCH)/release/reaperd
 
 # libFuzzer + AddressSanitizer targets in Tests/fuzz: the INI parser and validator (config),
 # control-socket requests (control), metrics HTTP requests (metrics). Tests/fuzz/build.sh builds

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Real clients through each proxy (issue 14, item 1): redis-benchmark (no pipelining
+and -P 16) against Debian's redis-server, pgbench -S and -S -C against a PostgreSQL 15
+cluster of its own, each direct, through a reaperd relay and through HAProxy
+(nbthread 1), interleaved round by round; medians, and each proxy's CPU per request
+(its own user + system time over the requests it carried), which does not depend on
+how much of the two cores the load generator takes.
+
+    python3 bench/realclients.py --reaperd .build/release/reaperd [--rounds 3] [--seconds 5]
+"""
+import argparse
+import glob
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from adopt import Reaperd, free_port, wait_listening  # noqa: E402
+
+PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1:] or [""]
+
+
+def process_cpu(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_run(port, requests, pipeline):
+    out = subprocess.run(["redis-benchmark", "-p", str(port), "-q", "-n", str(requests), "-c", "50",
+                          "-P", str(pipeline), "-t", "set,get", "--csv"], capture_output=True, text=True,
+                         timeout=300).stdout
+    rates = [float(line.split(",")[1].strip('"')) for line in out.splitlines()[1:] if line.count(",") >= 1]
+    if len(rates) != 2:
+        sys.exit(f"realclients: redis-benchmark printed {out!r}")
+    # SET then GET, `requests` each: the mean of the two rates, and 2 x requests carried.
+    return sum(rates) / 2, 2 * requests
+
+
+def pgbench_run(port, seconds, connect_each):
+    args = ["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-n", "-S", "-c", "16", "-j", "2",
+            "-T", str(seconds)] + (["-C"] if connect_each else []) + ["postgres"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 120)
+    tps = re.search(r"^tps = ([0-9.]+)", result.stdout, re.M)
+    done = re.search(r"^number of transactions actually processed: (\d+)", result.stdout, re.M)
+    if result.returncode != 0 or not tps or not done:
+        sys.exit(f"realclients: pgbench failed: {result.stdout}{result.stderr}")
+    return float(tps.group(1)), int(done.group(1))
+
+
+class Postgres:
+    """A throwaway cluster on loopback, trust authentication, as the postgres user."""
+
+    def __init__(self):
+        if not PG_BIN[0]:
+            sys.exit("realclients: no PostgreSQL server (apt-get install postgresql)")
+        self.dir = tempfile.mkdtemp(prefix="reaperd-bench-pg-")
+        shutil.chown(self.dir, "postgres", "postgres")
+        self.port = free_port()
+        subprocess.run(["runuser", "-u", "postgres", "--", f"{PG_BIN[0]}/initdb", "-D", f"{self.dir}/data",
+                        "-A", "trust", "-U", "postgres"], check=True, capture_output=True)
+        self.proc = subprocess.Popen(
+            ["runuser", "-u", "postgres", "--", f"{PG_BIN[0]}/postgres", "-D", f"{self.dir}/data",
+             "-p", str(self.port), "-k", self.dir, "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300",
+             "-c", "fsync=off"], stdout=subprocess.DEVNULL, stderr=open(f"{self.dir}/log", "w"))
+        wait_listening(self.port, self.proc)
+        for _ in range(100):
+            if subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", str(self.port)],
+                              capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-i", "-s", "10",
+                        "-q", "postgres"], check=True, capture_output=True)
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class HAProxy:
+    def __init__(self, port, upstream):
+        self.cfg = tempfile.NamedTemporaryFile("w", suffix=".cfg", delete=False)
+        self.cfg.write(f"global\n    maxconn 9000\n    nbthread 1\ndefaults\n    mode tcp\n    timeout connect 5s\n"
+                       f"    timeout client 1h\n    timeout server 1h\nlisten l\n    bind 127.0.0.1:{port}\n"
+                       f"    server s 127.0.0.1:{upstream}\n")
+        self.cfg.close()
+        self.proc = subprocess.Popen(["haproxy", "-f", self.cfg.name, "-db"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_listening(port, self.proc)
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+        os.unlink(self.cfg.name)
+
+
+def through(binary, name, upstream, run):
+    """Runs `run(port)` direct, through reaperd, through HAProxy; (rate, cpu per request or None) each."""
+    results = {}
+    results["direct"] = (run(upstream)[0], None)
+    port = free_port()
+    relay = Reaperd(binary, f"\n[listener:{name}]\nlisten = 127.0.0.1:{port}\nmode = relay\n"
+                            f"upstream = 127.0.0.1:{upstream}\nmax_connections = 10000\n")
+    try:
+        before = process_cpu(relay.proc.pid)
+        rate, carried = run(port)
+        results["reaperd"] = (rate, (process_cpu(relay.proc.pid) - before) / carried)
+    finally:
+        relay.close()
+    port = free_port()
+    haproxy = HAProxy(port, upstream)
+    try:
+        before = process_cpu(haproxy.proc.pid)
+        rate, carried = run(port)
+        results["haproxy"] = (rate, (process_cpu(haproxy.proc.pid) - before) / carried)
+    finally:
+        haproxy.close()
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reaperd", required=True)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=100000, help="redis-benchmark requests per test")
+    parser.add_argument("--seconds", type=int, default=5, help="pgbench duration")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("realclients: needs root (a PostgreSQL cluster run as postgres)")
+    redis_port = free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--protected-mode", "no"], stdout=subprocess.DEVNULL)
+    wait_listening(redis_port, redis)
+    pg = Postgres()
+    rows = {
+        "redis-benchmark SET+GET, 50 clients (req/s)":
+            ("redis", redis_port, lambda p: redis_run(p, args.requests, 1)),
+        "redis-benchmark SET+GET, 50 clients, -P 16 (req/s)":
+            ("redis", redis_port, lambda p: redis_run(p, args.requests * 4, 16)),
+        "pgbench -S, 16 clients (tps)": ("pg", pg.port, lambda p: pgbench_run(p, args.seconds, False)),
+        "pgbench -S -C, 16 clients, a connection per transaction (tps)":
+            ("pg", pg.port, lambda p: pgbench_run(p, args.seconds, True)),
+    }
+    samples = {row: {"direct": [], "reaperd": [], "haproxy": []} for row in rows}
+    cpu = {row: {"reaperd": [], "haproxy": []} for row in rows}
+    try:
+        for round_number in range(args.rounds):
+            for row, (name, upstream, run) in rows.items():
+                for who, (rate, per) in through(args.reaperd, name, upstream, run).items():
+                    samples[row][who].append(rate)
+                    if per is not None:
+                        cpu[row][who].append(per)
+            print(f"realclients: round {round_number + 1} of {args.rounds} done", file=sys.stderr)
+    finally:
+        pg.close()
+        redis.kill()
+        redis.wait()
+    print(f"Real clients on loopback, one relay process, {os.cpu_count()} cores; medians of {args.rounds} "
+          "interleaved rounds; CPU per request is the proxy's own.")
+    print("| workload | direct | HAProxy 2.6 | reaperd | reaperd / HAProxy | CPU/request HAProxy | reaperd |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        m = {who: statistics.median(v) for who, v in samples[row].items()}
+        c = {who: statistics.median(v) * 1e6 for who, v in cpu[row].items()}
+        print(f"| {row} | {m['direct']:,.0f} | {m['haproxy']:,.0f} | {m['reaperd']:,.0f} | "
+              f"{m['reaperd'] / m['haproxy']:.2f}x | {c['haproxy']:.1f} us | {c['reaperd']:.1f} us |")
+
+
+if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)
+    main()
