@@ -1,5 +1,3 @@
-internal import Synchronization
-
 /// A host name to look up, with the ticket its answer comes back under.
 struct LookupRequest: Sendable {
     let ticket: UInt64
@@ -82,7 +80,7 @@ private final class ResolverQueue: Sendable {
         var stopped = false
     }
 
-    private let state = Mutex(State())
+    private let state = Lock(State())
     let requested: EventCounter
     let answered: EventCounter
 
