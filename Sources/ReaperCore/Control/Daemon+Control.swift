@@ -152,6 +152,7 @@ extension Daemon {
         json.field("count", sweepStats.count)
         json.field("last_seconds", sweepStats.lastSeconds)
         json.field("last_sockets", sweepStats.lastSockets)
+        json.field("looks", sweepStats.looks)
         json.field("sum_seconds", sweepStats.sum)
         json.endObject()
         json.beginArray("listeners")

@@ -92,6 +92,10 @@ extension Daemon {
         page.sample("reaperd_sweep_seconds_count", [], Double(sweepStats.count))
         page.family("reaperd_sweep_connections", "gauge", "Sockets examined by the last sweep.")
         page.sample("reaperd_sweep_connections", [], Double(sweepStats.lastSockets))
+        page.family(
+            "reaperd_sweep_looks_total", "counter",
+            "Connections the sweeps looked at: an idle one about once per keepalive_idle.")
+        page.sample("reaperd_sweep_looks_total", [], Double(sweepStats.looks))
         page.family("reaperd_build_info", "gauge", "Always 1; the version is the label.")
         page.sample(
             "reaperd_build_info", [("version", String(DaemonCommandLine.version.dropFirst("reaperd ".count)))], 1)

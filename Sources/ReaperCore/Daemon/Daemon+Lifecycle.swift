@@ -54,7 +54,8 @@ extension Daemon {
         let previous = configuration.daemon
         configuration = next
         logger.level = next.daemon.logLevel
-        if next.daemon.pollInterval != previous.pollInterval { scheduleSweep() }
+        // A new poll interval, or services added (read every poll interval).
+        rearmSweep()
         for (name, changed) in [
             ("control_socket", next.daemon.controlSocket != previous.controlSocket),
             ("metrics", next.daemon.metrics != previous.metrics),

@@ -114,6 +114,7 @@ extension Daemon {
                 if changed {
                     for connection in table.all where connection.listener === state {
                         connection.applySettings(settings.connection)
+                        sweepSoon(connection)
                     }
                 }
             } else {

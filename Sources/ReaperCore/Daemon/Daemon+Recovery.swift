@@ -92,7 +92,9 @@ extension Daemon {
             connection.reapCrashLoss(lostBytes: lost)
             return .lostBytes
         }
-        return connection.resume() ? .recovered : .endedAtOnce
+        guard connection.resume() else { return .endedAtOnce }
+        sweepSoon(connection)
+        return .recovered
     }
 
     /// Still a connection worth relaying: no error, and established or

@@ -33,6 +33,11 @@ public final class Daemon: ConnectionOwner {
     var warnings = WarningLimiter()
 
     var sweepTimer: LoopTimer?
+    /// Connections by when the sweep next looks at them (Sweep.swift).
+    var sweepQueue = SweepQueue<Connection>()
+    var lastSweepAt = Instant(nanoseconds: 0)
+    /// A connection ended since the last sweep: the status line's count is old.
+    var statusStale = false
     var sweepStats = SweepStats()
     var reapsSinceStart: UInt64 = 0
     var lastStatus = ""
@@ -109,7 +114,7 @@ public final class Daemon: ConnectionOwner {
         }
         store.releaseUnadoptedListeners()
         recoverStoredConnections()
-        scheduleSweep()
+        armSweep()
         let metricsAt = metrics.map { "http://\($0.address)/metrics" } ?? "off"
         logger.info(
             "reaperd started: control socket \(configuration.daemon.controlSocket), metrics \(metricsAt)",
@@ -142,6 +147,7 @@ public final class Daemon: ConnectionOwner {
     func connectionEstablished(_ connection: Connection) {
         // With a minimum age the sweep stores it once it has lived that long.
         if configuration.daemon.fdStoreMinAge == .zero { store.store(connection, now: loop.now) }
+        sweepSoon(connection)
     }
 
     func connectionClosing(_ connection: Connection) { store.unstore(connection) }
@@ -150,6 +156,7 @@ public final class Daemon: ConnectionOwner {
 
     func connection(_ connection: Connection, endedWith end: ConnectionEnd) {
         table.remove(connection)
+        sweepForget(connection)
         let listener = connection.listener
         listener.open -= 1
         listener.counters.bytesIn += connection.bytesIn

@@ -22,6 +22,12 @@ struct ReaperWatch {
     /// When the sweep next reads each socket's TCP_INFO (`ReapPolicy.nextCheck`).
     var nextClientCheck = Instant(nanoseconds: 0)
     var nextUpstreamCheck = Instant(nanoseconds: 0)
+    /// When the sweep next looks at this connection (its place in `SweepQueue`).
+    var sweepDue = Instant(nanoseconds: 0)
+    /// It is queued for the very next sweep: bytes moved or wait, or it is new.
+    /// The relay asks the daemon to bring it forward only while this is false,
+    /// so a busy connection costs the hot path one test of a flag.
+    var dueNextSweep = false
 
     /// Notes a socket's kernel byte counters; true when they moved since its
     /// last read.

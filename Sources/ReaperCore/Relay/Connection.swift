@@ -8,12 +8,16 @@ protocol ConnectionOwner: AnyObject {
     func connectionClosing(_ connection: Connection)
     /// Another process (systemd's descriptor store) holds copies of its sockets.
     func isStored(_ connection: Connection) -> Bool
+    /// Bytes moved, wait, or a side half-closed: the next sweep should look,
+    /// not the one its idle schedule named. Called only while
+    /// `watch.dueNextSweep` is false.
+    func sweepSoon(_ connection: Connection)
     func connection(_ connection: Connection, endedWith end: ConnectionEnd)
 }
 
 /// One client, its upstream (none in echo mode), and the bytes between them.
 /// Owned by the loop thread; the reaper reads it and asks it to close.
-final class Connection: EventHandler {
+final class Connection: EventHandler, SweepQueueEntry {
     /// `awaitingHeader` (only with `accept_proxy_protocol`), then `connecting`
     /// (only for a relay), `relaying`, `ended`; never back.
     enum Phase { case awaitingHeader, connecting, relaying, ended }
@@ -83,6 +87,12 @@ final class Connection: EventHandler {
     private(set) var idleWakeups: UInt64 = 0
     /// Position in the daemon's connection table, for O(1) removal.
     var tableIndex = -1
+    /// Position in the sweep's queue (`SweepQueue`), -1 when not queued.
+    var sweepSlot = -1
+    var sweepDue: Instant {
+        get { watch.sweepDue }
+        set { watch.sweepDue = newValue }
+    }
     /// Shutting down into the store: read nothing more, so reaperd's pipes empty.
     var draining = false {
         didSet { if phase == .relaying { updateInterest() } }
@@ -484,6 +494,7 @@ final class Connection: EventHandler {
             }
         }
         if delivered > 0 { lastActivity = owner.loop.now }
+        if !watch.dueNextSweep && (delivered > 0 || holdsBytes) { owner.sweepSoon(self) }
         if !isEcho {
             if inbound.bytes != movedBefore.toUpstream {
                 awaitingAnswer = true
@@ -543,6 +554,8 @@ final class Connection: EventHandler {
         }
         if halfClosedAt == nil && (inbound.sourceClosed || outbound.sourceClosed) {
             halfClosedAt = owner.loop.now
+            // The half-close timeout may fall before the idle schedule's next look.
+            if !watch.dueNextSweep { owner.sweepSoon(self) }
         }
         updateInterest()
     }

@@ -144,6 +144,14 @@ final class ConnectionStore {
         store(connection, now: now)
     }
 
+    /// When the sweep should next offer `connection` to `storeIfDue`: nil when
+    /// it is stored, storing is off, or the store is full (a connection that
+    /// waits for room is offered again at its next look, not every sweep).
+    func storeDue(_ connection: Connection, minimumAge: Duration) -> Instant? {
+        guard let capacity, connections[connection.id] == nil, held + 2 <= capacity else { return nil }
+        return connection.startedAt.adding(minimumAge)
+    }
+
     /// The connection is ending (its sockets not yet closed): its names leave
     /// the store.
     func unstore(_ connection: Connection) {

@@ -351,6 +351,8 @@ final class RelayOwner: ConnectionOwner {
     func connectionEstablished(_ connection: Connection) {}
     func connectionClosing(_ connection: Connection) {}
     func isStored(_ connection: Connection) -> Bool { false }
+    /// The harness's own sweep reads every connection every round.
+    func sweepSoon(_ connection: Connection) {}
     func connection(_ connection: Connection, endedWith end: ConnectionEnd) {
         ended = end
         endedAt = Instant.now()
@@ -445,6 +447,8 @@ struct RelayCase: CustomStringConvertible {
         var seconds = 0.0
         /// From the start of the case to the connection's end.
         var endedAfter: Double?
+        /// Pipes the relay made: none while every flow copies.
+        var pipesCreated = 0
     }
 
     /// Runs the case on a loop of its own and checks every promise the relay makes.
@@ -536,6 +540,7 @@ struct RelayCase: CustomStringConvertible {
         outcome.idleWakeups = connection.idleWakeups
         outcome.peerOperations = clientPeer.operations + (serverPeer?.operations ?? 0)
         outcome.clientReceived = clientPeer.received
+        outcome.pipesCreated = pool.created
         outcome.seconds = Instant.now().since(started).secondsAsDouble
         outcome.endedAfter = owner.endedAt.map { $0.since(started).secondsAsDouble }
         outcome.failures += verify(client: clientPeer, server: serverPeer, connection: connection, owner: owner)
