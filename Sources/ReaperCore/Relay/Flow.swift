@@ -1,8 +1,14 @@
 /// Bytes moving one way: from a source socket to a destination socket.
 ///
-/// Bytes go through a pooled pipe with splice(2); if no pipe can be had or the
-/// socket type cannot splice, through a small heap buffer instead. Either way at
-/// most `capacity` bytes wait here, which is the backpressure: while they wait,
+/// Each flow chooses how from what it has moved, as HAProxy's `splice-auto`
+/// does. It starts copying: read(2) into the loop's copy buffer and send(2)
+/// straight on, two system calls and no allocation per small message, which
+/// is what request/response traffic sends. A flow whose reads keep filling
+/// that buffer is a stream, and splices through a pooled pipe instead, so bulk
+/// bytes never cross into user space; when its reads turn small again it goes
+/// back to copying. What the destination does not take at once waits in a
+/// heap buffer (copying) or the pipe (splicing). Either way at most a pipe's
+/// or a buffer's worth waits here, which is the backpressure: while it waits,
 /// the source is not read.
 struct Flow {
     enum Store {
@@ -39,6 +45,15 @@ struct Flow {
     var finished = false
     /// splice is not supported between these sockets: copy instead.
     var copyOnly = false
+    /// Moving bytes through a pipe (a stream), not the copy buffer.
+    private(set) var splicing = false
+    /// Reads in a row that filled the copy buffer (while copying), or that
+    /// moved less than it (while splicing): the evidence for a change of mode.
+    private var streak: UInt8 = 0
+    /// Full copy-buffer reads in a row that make a flow splice.
+    static let fullReadsToSplice: UInt8 = 2
+    /// Splices in a row under `copyBufferSize` that make it copy again.
+    static let smallSplicesToCopy: UInt8 = 4
     /// Bytes delivered to the destination.
     var bytes: UInt64 = 0
 
@@ -86,9 +101,17 @@ struct Flow {
                     progressed = true
                 }
             }
-            let room = room(pool)
+            var room = room(pool)
             if mayRead && !sourceClosed && room > 0 {
-                let read = try fill(from: source, pool: pool)
+                let read: Int
+                if pending == 0 && !splicing, case .empty = store {
+                    room = pool.scratch.count
+                    let moved = try copyThrough(from: source, to: destination, pool: pool)
+                    read = moved.read
+                    delivered += moved.written
+                } else {
+                    read = try fill(from: source, pool: pool)
+                }
                 if read > 0 {
                     progressed = true
                     // Less than there was room for: the socket is most likely empty,
@@ -114,6 +137,55 @@ struct Flow {
         return delivered
     }
 
+    /// The copy path, with nothing pending: one read into the loop's buffer,
+    /// one send of what it read. What the destination does not take moves to a
+    /// buffer of this flow's own, before any error is reported, so no byte read
+    /// is lost to the next flow that uses the loop's buffer.
+    private mutating func copyThrough(from source: Int32, to destination: Int32, pool: PipePool) throws(Failure) -> (
+        read: Int, written: Int
+    ) {
+        let scratch = pool.scratch
+        let result: IOResult<Int>
+        do {
+            result = try Sockets.read(source, into: scratch)
+        } catch {
+            throw .source(error)
+        }
+        let count = account(result)  // now pending
+        guard count > 0 else { return (0, 0) }
+        if count == scratch.count {
+            streak += 1
+            if streak >= Self.fullReadsToSplice && !copyOnly {
+                splicing = true
+                streak = 0
+            }
+        } else {
+            streak = 0
+        }
+        var written = 0
+        var failure: SystemError?
+        do {
+            if case .processed(let sent) = try Sockets.write(
+                destination, from: UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
+            {
+                written = sent
+            }
+        } catch {
+            failure = error
+        }
+        bytes += UInt64(written)
+        pending -= written
+        if pending > 0 {
+            var rest = [UInt8](repeating: 0, count: Self.copyBufferSize)
+            rest.withUnsafeMutableBytes { raw in
+                raw.baseAddress!.copyMemory(from: scratch.baseAddress! + written, byteCount: count - written)
+            }
+            store = .buffer(rest, start: 0)
+        }
+        if let failure { throw .destination(failure) }
+        return (count, written)
+    }
+
     /// Reads into the store; returns bytes read, 0 on would-block or EOF.
     private mutating func fill(from source: Int32, pool: PipePool) throws(Failure) -> Int {
         if case .empty = store {
@@ -133,13 +205,16 @@ struct Flow {
             } catch  where error.errno == .invalid && pending == 0 {
                 // This socket type cannot splice (seen with some AF_UNIX setups): copy.
                 copyOnly = true
+                splicing = false
                 pool.give(pipe, empty: true)
                 store = .empty
                 return try fill(from: source, pool: pool)
             } catch {
                 throw .source(error)
             }
-            return account(result)
+            let count = account(result)
+            if count > 0 { noteSplice(count) }
+            return count
         case .buffer(var buffer, let start):
             store = .empty  // keep the array uniquely referenced while writing into it
             var start = start
@@ -164,6 +239,21 @@ struct Flow {
             case .success(let result): return account(result)
             case .failure(let error): throw .source(error)
             }
+        }
+    }
+
+    /// A splice that moved less than the copy buffer holds is a small message
+    /// paying for a pipe; enough of them in a row and the flow copies again
+    /// (once its pipe is empty).
+    private mutating func noteSplice(_ count: Int) {
+        if count >= Self.copyBufferSize {
+            streak = 0
+            return
+        }
+        streak += 1
+        if streak >= Self.smallSplicesToCopy {
+            splicing = false
+            streak = 0
         }
     }
 

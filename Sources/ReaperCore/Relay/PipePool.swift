@@ -15,7 +15,15 @@ final class RelayPipe {
 /// Pipes shared by all connections. A connection borrows one only while bytes
 /// are moving through it and returns it empty, so an idle connection owns no pipe
 /// and no extra descriptors (socket-proxyd allocates lazily; HAProxy pools).
+///
+/// It also holds the loop's one copy buffer: a flow that copies reads into it
+/// and writes straight on, so a small message costs read(2) + send(2) and no
+/// allocation. One loop thread, one pump at a time: nothing else touches it
+/// between that read and that write.
 final class PipePool {
+    /// `Flow.copyBufferSize` bytes, for the life of the pool.
+    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Flow.copyBufferSize, alignment: 64)
+
     private var idle: [RelayPipe] = []
     private let keepIdle: Int
     let pipeCapacity: Int
@@ -54,4 +62,6 @@ final class PipePool {
     }
 
     var idleCount: Int { idle.count }
+
+    deinit { scratch.deallocate() }
 }
