@@ -29,9 +29,13 @@ final class Connection: EventHandler, SweepQueueEntry {
     private(set) var peer: SocketAddress
     /// The load balancer in front when a PROXY header named the client: the
     /// socket's own peer.
-    private(set) var proxiedVia: SocketAddress?
+    var proxiedVia: SocketAddress? { proxiedViaBox?.address }
     /// The address the client connected to, as the PROXY header said.
-    private var proxiedDestination: SocketAddress?
+    private var proxiedDestination: SocketAddress? { proxiedDestinationBox?.address }
+    // A socket address takes 132 bytes; these three are rare or read late, so
+    // they are boxed and an idle connection that has none pays 8 bytes each.
+    private var proxiedViaBox: AddressBox?
+    private var proxiedDestinationBox: AddressBox?
     /// Set while the PROXY header is still arriving.
     private var headerReader: ProxyHeaderReader?
     /// Where this connection relays to: while connecting, the address being
@@ -61,7 +65,15 @@ final class Connection: EventHandler, SweepQueueEntry {
     private var clientInterest: EpollEvents = []
     private var upstreamInterest: EpollEvents = []
     private var connectTimer: LoopTimer?
-    private unowned let owner: any ConnectionOwner
+    /// unowned(unsafe): read on every event, and the checked form costs an atomic
+    /// retain and release each time (a profile under redis-benchmark showed it).
+    /// Invariant: the owner outlives every connection it owns; it holds them in
+    /// its table until `end`, and an ended connection never reaches its owner.
+    private unowned(unsafe) let owner: any ConnectionOwner
+    /// The owner's loop and pipes, read on every event without a witness call;
+    /// they live as long as the owner.
+    private unowned(unsafe) let loop: EventLoop
+    private unowned(unsafe) let pipes: PipePool
 
     /// Client to upstream; in echo mode, client to client.
     private(set) var inbound = Flow()
@@ -128,12 +140,14 @@ final class Connection: EventHandler, SweepQueueEntry {
     /// wanted (reaperctl connections, a reap's journal entry) rather than on
     /// every connect: what the service sees as its client (PostgreSQL's
     /// client_port, Redis's CLIENT LIST addr).
-    private var upstreamLocalCache: SocketAddress??
+    private var upstreamLocalCache: AddressBox?
+    private var upstreamLocalAsked = false
     var upstreamLocal: SocketAddress? {
-        if let cached = upstreamLocalCache { return cached }
+        if upstreamLocalAsked { return upstreamLocalCache?.address }
         guard upstreamIsTCP, phase == .relaying, let fd = upstream?.raw else { return nil }
         let address = try? Sockets.localAddress(fd)
-        upstreamLocalCache = .some(address)
+        upstreamLocalAsked = true
+        upstreamLocalCache = address.map(AddressBox.init)
         return address
     }
     var bytesIn: UInt64 { inbound.bytes }
@@ -159,6 +173,8 @@ final class Connection: EventHandler, SweepQueueEntry {
         self.upstreamName = upstreamName
         self.upstreamIsTCP = upstream.map { !$0.isUnix } ?? false
         self.owner = owner
+        self.loop = owner.loop
+        self.pipes = owner.pipes
         // A time from the future (a name from before a reboot) is no age at all.
         self.startedAt = acceptedAt.map { min($0, now) } ?? now
         self.lastActivity = now
@@ -234,12 +250,12 @@ final class Connection: EventHandler, SweepQueueEntry {
             let result = try Sockets.connect(socket.raw, address)
             let raw = socket.raw
             upstream = .some(socket)
-            upstreamRegistration = try owner.loop.register(raw, interest: [.writable], handler: self)
+            upstreamRegistration = try loop.register(raw, interest: [.writable], handler: self)
             upstreamInterest = [.writable]
             if case .processed = result {
                 upstreamConnected()
             } else {
-                connectTimer = owner.loop.schedule(after: share) { [weak self] in
+                connectTimer = loop.schedule(after: share) { [weak self] in
                     guard let self, self.phase == .connecting else { return }
                     self.attemptFailed("connect \(address): timed out after \(ConfigDuration.text(share))")
                 }
@@ -258,7 +274,7 @@ final class Connection: EventHandler, SweepQueueEntry {
         connectTimer = nil
         // Nothing else holds a connecting socket (never stored): closing it
         // takes it out of the epoll set.
-        if let registration = upstreamRegistration { owner.loop.forget(registration) }
+        if let registration = upstreamRegistration { loop.forget(registration) }
         upstreamRegistration = nil
         upstreamInterest = []
         upstream = nil
@@ -282,7 +298,7 @@ final class Connection: EventHandler, SweepQueueEntry {
         setInterest([.readable, .readHangup], side: .client)
         guard phase != .ended else { return false }
         let deadline = listener.connection.proxyHeaderTimeout
-        connectTimer = owner.loop.schedule(after: deadline) { [weak self] in
+        connectTimer = loop.schedule(after: deadline) { [weak self] in
             guard let self, self.phase == .awaitingHeader else { return }
             let got = self.headerReader?.received.count ?? 0
             self.end(.badProxyHeader("no complete PROXY header within \(deadline) (\(got) bytes)"))
@@ -308,9 +324,9 @@ final class Connection: EventHandler, SweepQueueEntry {
             connectTimer = nil
             headerReader = nil
             if let source = header.source {
-                proxiedVia = peer
+                proxiedViaBox = AddressBox(peer)
                 peer = source
-                proxiedDestination = header.destination
+                proxiedDestinationBox = header.destination.map(AddressBox.init)
             }
             // Out of the epoll set until relaying: bytes after the header must
             // wait, and a readable socket nobody reads would wake the loop for ever.
@@ -350,7 +366,7 @@ final class Connection: EventHandler, SweepQueueEntry {
         let version = listener.connection.upstreamProxyProtocol
         if version != .off && !sendProxyHeader(version) { return }
         phase = .relaying
-        lastActivity = owner.loop.now
+        lastActivity = loop.now
         owner.connectionEstablished(self)
         updateInterest()
     }
@@ -422,7 +438,7 @@ final class Connection: EventHandler, SweepQueueEntry {
     /// delivered), and the flow from it ends with a reset once its bytes are out.
     private func recordFault(_ side: Side, _ error: Errno) {
         if side == .client { clientFault = clientFault ?? error } else { upstreamFault = upstreamFault ?? error }
-        let pool = owner.pipes
+        let pool = pipes
         withFlow(to: side) { $0.abandon(pool) }
         withFlow(from: side) { $0.resetAtEnd = true }
     }
@@ -452,7 +468,7 @@ final class Connection: EventHandler, SweepQueueEntry {
     /// moment instead of retrying at once from a level-triggered event.
     private func stallBriefly() {
         guard retryTimer == nil else { return }
-        retryTimer = owner.loop.schedule(after: .milliseconds(50)) { [weak self] in
+        retryTimer = loop.schedule(after: .milliseconds(50)) { [weak self] in
             guard let self, self.phase == .relaying else { return }
             self.retryTimer = nil
             self.pump(readClient: true, readUpstream: true)
@@ -493,7 +509,7 @@ final class Connection: EventHandler, SweepQueueEntry {
                 if failure.reading { withFlow(from: failure.side) { $0.endSource(reset: true) } }
             }
         }
-        if delivered > 0 { lastActivity = owner.loop.now }
+        if delivered > 0 { lastActivity = loop.now }
         if !watch.dueNextSweep && (delivered > 0 || holdsBytes) { owner.sweepSoon(self) }
         if !isEcho {
             if inbound.bytes != movedBefore.toUpstream {
@@ -506,7 +522,7 @@ final class Connection: EventHandler, SweepQueueEntry {
     }
 
     private func pumpFlows(_ clientFD: Int32, readClient: Bool, readUpstream: Bool) throws(SideFailure) -> Int {
-        let pool = owner.pipes
+        let pool = pipes
         var delivered = 0
         guard !isEcho else {
             do {
@@ -553,7 +569,7 @@ final class Connection: EventHandler, SweepQueueEntry {
             return
         }
         if halfClosedAt == nil && (inbound.sourceClosed || outbound.sourceClosed) {
-            halfClosedAt = owner.loop.now
+            halfClosedAt = loop.now
             // The half-close timeout may fall before the idle schedule's next look.
             if !watch.dueNextSweep { owner.sweepSoon(self) }
         }
@@ -569,7 +585,7 @@ final class Connection: EventHandler, SweepQueueEntry {
     /// bytes wait for it.
     private func updateInterest() {
         guard phase == .relaying else { return }
-        let pool = owner.pipes
+        let pool = pipes
         let stalled = retryTimer != nil
         var wanted: EpollEvents = []
         if !stalled && !draining && inbound.wantsRead(pool) { wanted.formUnion([.readable, .readHangup]) }
@@ -596,13 +612,13 @@ final class Connection: EventHandler, SweepQueueEntry {
         let registration = side == .client ? clientRegistration : upstreamRegistration
         if wanted.isEmpty {
             guard let registration else { return }
-            owner.loop.deregister(registration)
+            loop.deregister(registration)
             if side == .client { clientRegistration = nil } else { upstreamRegistration = nil }
             return
         }
         guard let registration else {
             guard let fd = descriptor(side) else { return }
-            guard let registration = try? owner.loop.register(fd, interest: wanted, handler: self) else {
+            guard let registration = try? loop.register(fd, interest: wanted, handler: self) else {
                 // Only memory can refuse an epoll_ctl ADD of a socket we own.
                 return end(.closed)
             }
@@ -617,7 +633,7 @@ final class Connection: EventHandler, SweepQueueEntry {
         }
         let current = side == .client ? clientInterest : upstreamInterest
         guard wanted != current else { return }
-        owner.loop.modify(registration, interest: wanted)
+        loop.modify(registration, interest: wanted)
         if side == .client { clientInterest = wanted } else { upstreamInterest = wanted }
     }
 
@@ -699,15 +715,21 @@ final class Connection: EventHandler, SweepQueueEntry {
         // its queue) holds a copy of it: then it must be removed explicitly.
         let stored = owner.isStored(self)
         for registration in [clientRegistration, upstreamRegistration].compactMap({ $0 }) {
-            if stored { owner.loop.deregister(registration) } else { owner.loop.forget(registration) }
+            if stored { loop.deregister(registration) } else { loop.forget(registration) }
         }
         clientRegistration = nil
         upstreamRegistration = nil
-        inbound.release(owner.pipes)
-        outbound.release(owner.pipes)
+        inbound.release(pipes)
+        outbound.release(pipes)
         owner.connectionClosing(self)
         client = nil
         upstream = nil
         owner.connection(self, endedWith: end)
     }
+}
+
+/// A socket address on the heap, for a connection's rarely set addresses.
+final class AddressBox {
+    let address: SocketAddress
+    init(_ address: SocketAddress) { self.address = address }
 }
