@@ -45,7 +45,7 @@ BUILD_PKGS := libsystemd-dev pkg-config
 TEST_PKGS := iproute2 nftables netcat-openbsd procps python3 python3-pytest redis-server bash-completion prometheus \
 	dnsmasq-base haproxy
 E2E_PKGS := systemd-container debootstrap debian-archive-keyring
-BENCH_PKGS := haproxy socat redis-server redis-tools postgresql-15
+BENCH_PKGS := haproxy socat redis-server redis-tools postgresql-15 strace
 DEB_PKGS := debhelper dpkg-dev fakeroot lintian
 
 ifeq ($(shell id -u),0)

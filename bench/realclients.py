@@ -100,6 +100,54 @@ class HAProxy:
         os.unlink(self.cfg.name)
 
 
+def syscalls(pid, run):
+    """System calls `pid` makes (strace -c, every thread) while `run()` carries its
+    requests: (calls per 10 000 requests, the top calls by count as "name n")."""
+    out = tempfile.NamedTemporaryFile(suffix=".strace", delete=False)
+    out.close()
+    tracer = subprocess.Popen(["strace", "-c", "-f", "-q", "-o", out.name, "-p", str(pid)],
+                              stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the first request
+    _, carried = run()
+    tracer.send_signal(2)
+    tracer.wait(30)
+    with open(out.name) as f:
+        text = f.read()
+    os.unlink(out.name)
+    calls = {}
+    for line in text.splitlines():
+        fields = line.split()
+        # % time, seconds, usecs/call, calls, [errors,] syscall
+        if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
+            calls[fields[-1]] = int(fields[3])
+    scale = 10000 / carried
+    top = sorted(calls.items(), key=lambda item: -item[1])[:5]
+    return sum(calls.values()) * scale, ", ".join(f"{name} {count * scale:,.0f}" for name, count in top)
+
+
+def syscall_table(binary, upstream):
+    """redis-benchmark SET+GET, 50 clients, no pipelining, 10 000 requests through each proxy."""
+    rows = []
+    port = free_port()
+    relay = Reaperd(binary, f"\n[listener:redis]\nlisten = 127.0.0.1:{port}\nmode = relay\n"
+                            f"upstream = 127.0.0.1:{upstream}\nmax_connections = 10000\n")
+    try:
+        rows.append(("reaperd", *syscalls(relay.proc.pid, lambda: redis_run(port, 5000, 1))))
+    finally:
+        relay.close()
+    port = free_port()
+    haproxy = HAProxy(port, upstream)
+    try:
+        rows.append(("HAProxy 2.6", *syscalls(haproxy.proc.pid, lambda: redis_run(port, 5000, 1))))
+    finally:
+        haproxy.close()
+    print("System calls per 10 000 requests (redis-benchmark SET+GET, 50 clients, no pipelining; strace -c):")
+    print("| proxy | calls | most frequent |")
+    print("| --- | ---: | --- |")
+    for who, total, top in rows:
+        print(f"| {who} | {total:,.0f} | {top} |")
+
+
 def through(binary, name, upstream, run):
     """Runs `run(port)` direct, through reaperd, through HAProxy; (rate, cpu per request or None) each."""
     results = {}
@@ -130,6 +178,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=100000, help="redis-benchmark requests per test")
     parser.add_argument("--seconds", type=int, default=5, help="pgbench duration")
+    parser.add_argument("--only-syscalls", action="store_true", help="only the system call table")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("realclients: needs root (a PostgreSQL cluster run as postgres)")
@@ -137,6 +186,18 @@ def main():
     redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no", "--protected-mode", "no"], stdout=subprocess.DEVNULL)
     wait_listening(redis_port, redis)
+    try:
+        if shutil.which("strace"):
+            syscall_table(args.reaperd, redis_port)
+        else:
+            print("realclients: no strace, no system call table (make deps-bench)", file=sys.stderr)
+    except BaseException:
+        redis.kill()
+        raise
+    if args.only_syscalls:
+        redis.kill()
+        redis.wait()
+        return
     pg = Postgres()
     rows = {
         "redis-benchmark SET+GET, 50 clients (req/s)":
