@@ -255,8 +255,13 @@ final class Connection: EventHandler, SweepQueueEntry {
             if case .processed = result {
                 upstreamConnected()
             } else {
-                connectTimer = loop.schedule(after: share) { [weak self] in
-                    guard let self, self.phase == .connecting else { return }
+                // unowned(unsafe), not weak: a weak reference gives the object a
+                // side table, and every retain and release of it then takes the
+                // slow path (a profile of new connections showed it). Safe
+                // because every path that drops this timer cancels it, `end`
+                // included, and a cancelled timer never runs.
+                connectTimer = loop.schedule(after: share) { [unowned(unsafe) self] in
+                    guard self.phase == .connecting else { return }
                     self.attemptFailed("connect \(address): timed out after \(ConfigDuration.text(share))")
                 }
             }
@@ -298,8 +303,9 @@ final class Connection: EventHandler, SweepQueueEntry {
         setInterest([.readable, .readHangup], side: .client)
         guard phase != .ended else { return false }
         let deadline = listener.connection.proxyHeaderTimeout
-        connectTimer = loop.schedule(after: deadline) { [weak self] in
-            guard let self, self.phase == .awaitingHeader else { return }
+        // Cancelled by every path that drops it, `end` included (see `connect`).
+        connectTimer = loop.schedule(after: deadline) { [unowned(unsafe) self] in
+            guard self.phase == .awaitingHeader else { return }
             let got = self.headerReader?.received.count ?? 0
             self.end(.badProxyHeader("no complete PROXY header within \(deadline) (\(got) bytes)"))
         }
@@ -468,8 +474,9 @@ final class Connection: EventHandler, SweepQueueEntry {
     /// moment instead of retrying at once from a level-triggered event.
     private func stallBriefly() {
         guard retryTimer == nil else { return }
-        retryTimer = loop.schedule(after: .milliseconds(50)) { [weak self] in
-            guard let self, self.phase == .relaying else { return }
+        // `end` cancels it (see `connect`).
+        retryTimer = loop.schedule(after: .milliseconds(50)) { [unowned(unsafe) self] in
+            guard self.phase == .relaying else { return }
             self.retryTimer = nil
             self.pump(readClient: true, readUpstream: true)
         }
@@ -714,7 +721,8 @@ final class Connection: EventHandler, SweepQueueEntry {
         // Closing takes a socket out of the epoll set, unless systemd's store (or
         // its queue) holds a copy of it: then it must be removed explicitly.
         let stored = owner.isStored(self)
-        for registration in [clientRegistration, upstreamRegistration].compactMap({ $0 }) {
+        for registration in [clientRegistration, upstreamRegistration] {
+            guard let registration else { continue }
             if stored { loop.deregister(registration) } else { loop.forget(registration) }
         }
         clientRegistration = nil
