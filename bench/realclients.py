@@ -128,19 +128,13 @@ def syscalls(pid, run):
 def syscall_table(binary, upstream):
     """redis-benchmark SET+GET, 50 clients, no pipelining, 10 000 requests through each proxy."""
     rows = []
-    port = free_port()
-    relay = Reaperd(binary, f"\n[listener:redis]\nlisten = 127.0.0.1:{port}\nmode = relay\n"
-                            f"upstream = 127.0.0.1:{upstream}\nmax_connections = 10000\n")
-    try:
-        rows.append(("reaperd", *syscalls(relay.proc.pid, lambda: redis_run(port, 5000, 1))))
-    finally:
-        relay.close()
-    port = free_port()
-    haproxy = HAProxy(port, upstream)
-    try:
-        rows.append(("HAProxy 2.6", *syscalls(haproxy.proc.pid, lambda: redis_run(port, 5000, 1))))
-    finally:
-        haproxy.close()
+    for who, start in proxies(binary, "redis", upstream):
+        port = free_port()
+        proxy = start(port)
+        try:
+            rows.append((who, *syscalls(proxy.proc.pid, lambda: redis_run(port, 5000, 1))))
+        finally:
+            proxy.close()
     print("System calls per 10 000 requests (redis-benchmark SET+GET, 50 clients, no pipelining; strace -c):")
     print("| proxy | calls | most frequent |")
     print("| --- | ---: | --- |")
@@ -148,27 +142,26 @@ def syscall_table(binary, upstream):
         print(f"| {who} | {total:,.0f} | {top} |")
 
 
+def proxies(binary, name, upstream):
+    """(who, a function starting that proxy on a port) for reaperd and HAProxy, in front of `upstream`."""
+    def reaperd(port):
+        return Reaperd(binary, f"\n[listener:{name}]\nlisten = 127.0.0.1:{port}\nmode = relay\n"
+                               f"upstream = 127.0.0.1:{upstream}\nmax_connections = 10000\n")
+    return [("reaperd", reaperd), ("haproxy", lambda port: HAProxy(port, upstream))]
+
+
 def through(binary, name, upstream, run):
     """Runs `run(port)` direct, through reaperd, through HAProxy; (rate, cpu per request or None) each."""
-    results = {}
-    results["direct"] = (run(upstream)[0], None)
-    port = free_port()
-    relay = Reaperd(binary, f"\n[listener:{name}]\nlisten = 127.0.0.1:{port}\nmode = relay\n"
-                            f"upstream = 127.0.0.1:{upstream}\nmax_connections = 10000\n")
-    try:
-        before = process_cpu(relay.proc.pid)
-        rate, carried = run(port)
-        results["reaperd"] = (rate, (process_cpu(relay.proc.pid) - before) / carried)
-    finally:
-        relay.close()
-    port = free_port()
-    haproxy = HAProxy(port, upstream)
-    try:
-        before = process_cpu(haproxy.proc.pid)
-        rate, carried = run(port)
-        results["haproxy"] = (rate, (process_cpu(haproxy.proc.pid) - before) / carried)
-    finally:
-        haproxy.close()
+    results = {"direct": (run(upstream)[0], None)}
+    for who, start in proxies(binary, name, upstream):
+        port = free_port()
+        proxy = start(port)
+        try:
+            before = process_cpu(proxy.proc.pid)
+            rate, carried = run(port)
+            results[who] = (rate, (process_cpu(proxy.proc.pid) - before) / carried)
+        finally:
+            proxy.close()
     return results
 
 

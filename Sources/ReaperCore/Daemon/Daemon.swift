@@ -171,30 +171,31 @@ public final class Daemon: ConnectionOwner {
             listener.counters.refusedUpstream += 1
             // One line a second per listener at most: a dead upstream must not
             // flood the journal, nor hide another listener's.
-            if let suppressed = warnings.allow("upstream:\(listener.name)", now: loop.now, every: .seconds(1)) {
-                logger.warning(
-                    "upstream unreachable, client closed",
-                    [
-                        ("REAPERD_LISTENER", listener.name), ("REAPERD_PEER", "\(connection.peer)"),
-                        ("REAPERD_ERROR", why), ("REAPERD_SUPPRESSED", "\(suppressed)"),
-                    ])
-            }
+            warnRefused(connection, "upstream unreachable, client closed", why, kind: "upstream", every: .seconds(1))
         case .badProxyHeader(let why):
             listener.counters.refusedProxyHeader += 1
-            if let suppressed = warnings.allow("proxy:\(listener.name)", now: loop.now, every: .seconds(10)) {
-                logger.warning(
-                    "client refused: no valid PROXY protocol header",
-                    [
-                        ("REAPERD_LISTENER", listener.name), ("REAPERD_PEER", "\(connection.peer)"),
-                        ("REAPERD_ERROR", why), ("REAPERD_SUPPRESSED", "\(suppressed)"),
-                    ])
-            }
+            warnRefused(
+                connection, "client refused: no valid PROXY protocol header", why, kind: "proxy", every: .seconds(10))
         case .reaped(let reason):
             listener.counters.reaped[reason, default: 0] += 1
             reapsSinceStart += 1
             logReap(connection, reason)
         }
         if stopping && table.count == 0 { finishShutdown() }
+    }
+
+    /// A connection refused for `kind` of reason, logged at most once per
+    /// `every` per listener, with how many were not logged meanwhile.
+    private func warnRefused(_ connection: Connection, _ message: String, _ why: String, kind: String, every: Duration)
+    {
+        let listener = connection.listener
+        guard let suppressed = warnings.allow("\(kind):\(listener.name)", now: loop.now, every: every) else { return }
+        logger.warning(
+            message,
+            [
+                ("REAPERD_LISTENER", listener.name), ("REAPERD_PEER", "\(connection.peer)"), ("REAPERD_ERROR", why),
+                ("REAPERD_SUPPRESSED", "\(suppressed)"),
+            ])
     }
 
     func connectionFields(_ connection: Connection, now: Instant) -> [(name: String, value: String)] {
