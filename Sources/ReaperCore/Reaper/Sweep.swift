@@ -12,7 +12,7 @@ public struct SweepStats: Sendable {
     /// idle connections are looked at once per `keepalive_idle`, not every sweep.
     public var looks: UInt64 = 0
 
-    mutating func record(seconds: Double, sockets: Int, looked: Int = 0) {
+    mutating func record(seconds: Double, sockets: Int, looked: Int) {
         count += 1
         sum += seconds
         lastSeconds = seconds
@@ -50,7 +50,8 @@ extension Daemon {
         }
     }
 
-    /// A new poll interval (reload): the timer is armed afresh from it.
+    /// After a reload (a new poll interval, services added or removed): the
+    /// timer is armed afresh.
     func rearmSweep() {
         sweepTimer?.cancel()
         sweepTimer = nil
@@ -65,11 +66,6 @@ extension Daemon {
         connection.watch.dueNextSweep = true
         sweepQueue.schedule(connection, at: loop.now)
         armSweep()
-    }
-
-    /// Every connection looked at by the next sweep (new settings, a reload).
-    func sweepAllSoon() {
-        for connection in table.all { sweepSoon(connection) }
     }
 
     /// The connection ended: out of the queue, and the status line (its
