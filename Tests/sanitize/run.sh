@@ -13,7 +13,8 @@
 #
 # Environment (the Makefile passes these): SWIFT, SWIFTFLAGS, PYTHON, ASAN_SCRATCH,
 # TSAN_SCRATCH, TSAN_INTEGRATION (0|1), SANITIZE_PYTEST_ARGS (e.g. '-k hostile').
-# Tests/sanitize/lsan.supp silences a leak inside the toolchain's XCTest runner, nothing else.
+# Tests/sanitize/lsan.supp silences false leaks it explains one by one: XCTest's bookkeeping,
+# Swift weak-reference side tables, glibc's per-thread resolver state.
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -76,7 +77,7 @@ export REAPERD_RELAY_SEEDS=${REAPERD_RELAY_SEEDS:-48}
 
 banner "reaperd under sanitizers: $("$swift" --version 2>/dev/null | head -1)"
 if stage "ASan: build" "$swift" build "${asan[@]}"; then
-    # Leaks are checked; only XCTest's own bookkeeping is suppressed (lsan.supp).
+    # Leaks are checked; lsan.supp names the few false reports it silences, each with its reason.
     stage "ASan: swift test" env LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$here/lsan.supp" \
         "$swift" test "${asan[@]}"
     stage "ASan: integration tests" integration asan "$asan_scratch/debug"
