@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/eventfd.h>
 #include <pthread.h>
+#include <sched.h>
 
 #include "CLinuxShim.h"
 
@@ -112,4 +113,11 @@ void cls_name_this_thread(const char *name) {
     strncpy(truncated, name, sizeof(truncated) - 1);
     truncated[sizeof(truncated) - 1] = 0;
     pthread_setname_np(pthread_self(), truncated);
+}
+
+int cls_usable_cpus(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) return -1;
+    return CPU_COUNT(&set);
 }

@@ -100,6 +100,7 @@ struct ConfigRoundTripTests {
             max_connections = 100000
             fd_store = auto
             fd_store_min_age = 2s
+            workers = auto  # \(WorkerCount.auto.resolve()) here
 
             [defaults]
             keepalive = yes

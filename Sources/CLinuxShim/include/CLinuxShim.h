@@ -22,6 +22,7 @@ static const uint32_t CLS_EPOLLERR = EPOLLERR;
 static const uint32_t CLS_EPOLLHUP = EPOLLHUP;
 static const uint32_t CLS_EPOLLRDHUP = EPOLLRDHUP;
 static const uint32_t CLS_EPOLLET = EPOLLET;
+static const uint32_t CLS_EPOLLEXCLUSIVE = EPOLLEXCLUSIVE;
 
 // Socket type flags live in glibc's enum __socket_type, which Swift imports as a
 // struct; accept4 and socket want them as plain ints.
@@ -94,6 +95,10 @@ int cls_eventfd(int nonblocking);
 /// pthread_setname_np(pthread_self(), name), which needs _GNU_SOURCE: the
 /// name `ps -L` and `top -H` show (at most 15 bytes are kept).
 void cls_name_this_thread(const char *name);
+
+/// CPUs this process may run on (sched_getaffinity, CPU_COUNT: a macro Swift
+/// cannot call); -1 with errno set on failure.
+int cls_usable_cpus(void);
 
 #include "adopt.h"
 

@@ -23,6 +23,9 @@ extension DaemonKey {
             daemon.fdStore = try ConfigValues.choice(value, of: FDStoreMode.self)
         case .fdStoreMinAge:
             daemon.fdStoreMinAge = try ConfigValues.duration(value, in: 0...hour)
+        case .workers:
+            daemon.workers =
+                value == "auto" ? .auto : .count(try ConfigValues.integer(value, in: 1...WorkerCount.maximum))
         }
     }
 }

@@ -9,6 +9,7 @@ enum DaemonKey: String, CaseIterable {
     case maxConnections = "max_connections"
     case fdStore = "fd_store"
     case fdStoreMinAge = "fd_store_min_age"
+    case workers
 }
 
 /// Keys of `[defaults]`, which every listener section may also set.

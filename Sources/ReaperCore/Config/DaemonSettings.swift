@@ -20,6 +20,9 @@ public struct DaemonSettings: Hashable, Sendable {
     /// (0: at once). Short connections then never cost PID 1 anything: systemd
     /// 252 compares each stored descriptor with every one it holds.
     public var fdStoreMinAge: Duration
+    /// Event loops (threads) that accept and relay: a number, or one per CPU
+    /// this process may use (`auto`, `WorkerCount.resolve`).
+    public var workers: WorkerCount
 
     /// The control socket path used when the file does not set one.
     public static let defaultControlSocket = "/run/reaperd/control.sock"
@@ -37,7 +40,8 @@ public struct DaemonSettings: Hashable, Sendable {
         shutdownGrace: Duration = .seconds(10),
         maxConnections: Int = 100_000,
         fdStore: FDStoreMode = .auto,
-        fdStoreMinAge: Duration = .seconds(2)
+        fdStoreMinAge: Duration = .seconds(2),
+        workers: WorkerCount = .auto
     ) {
         self.controlSocket = controlSocket
         self.metrics = metrics
@@ -48,5 +52,6 @@ public struct DaemonSettings: Hashable, Sendable {
         self.maxConnections = maxConnections
         self.fdStore = fdStore
         self.fdStoreMinAge = fdStoreMinAge
+        self.workers = workers
     }
 }

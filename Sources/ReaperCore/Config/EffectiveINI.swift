@@ -54,6 +54,8 @@ extension DaemonKey {
         case .maxConnections: "\(daemon.maxConnections)"
         case .fdStore: daemon.fdStore.rawValue
         case .fdStoreMinAge: ConfigDuration.text(daemon.fdStoreMinAge)
+        // What auto comes to on this machine, as a comment: the file still says auto.
+        case .workers: daemon.workers == .auto ? "auto  # \(daemon.workers.resolve()) here" : daemon.workers.text
         }
     }
 }
