@@ -255,6 +255,8 @@ class ProcessSockets:
         """The listening TCP socket bound to local `port`."""
         found = [(fd, inode, s) for fd, inode, s in self.tcp()
                  if s.getsockname()[1] == port and s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)]
+        # Each worker holds its own descriptor of the one socket: one inode.
+        found = list({inode: (fd, inode, s) for fd, inode, s in found}.values())
         assert len(found) == 1, f"expected one listening socket on port {port} in pid {self.pid}, found {len(found)}"
         return found[0]
 

@@ -5,8 +5,9 @@
 #      suite (Tests/integration) against the instrumented reaperd and reaperctl. Every daemon's
 #      stderr is searched for sanitizer reports afterwards: a report from a daemon that a test
 #      killed, or whose exit status no test checks, would otherwise go unseen.
-#   2. TSan build in $TSAN_SCRATCH; `swift test` there. reaperd runs everything on one loop
-#      thread, so the integration suite under TSan is optional: TSAN_INTEGRATION=1.
+#   2. TSan build in $TSAN_SCRATCH; `swift test` there; then the integration suites where
+#      worker threads meet (test_workers, relay, lifecycle, operator); TSAN_INTEGRATION=1 runs
+#      every suite under TSan.
 #
 # Every stage runs (a failed build skips only the stages that need it); the exit status is
 # non-zero if any failed. Daemon logs of a failed integration stage are kept and named.
@@ -51,13 +52,17 @@ stage() {
     return $rc
 }
 
-# integration KIND BIN_DIR: the pytest suite against BIN_DIR, then the search for reports.
+# integration KIND BIN_DIR [TESTS...]: the pytest suite (or the files TESTS) against BIN_DIR,
+# then the search for reports.
 integration() {
     local kind=$1 bin=$2 tmp rc=0
+    shift 2
+    local tests=("$@")
+    ((${#tests[@]} > 0)) || tests=(Tests/integration)
     tmp=$(mktemp -d "/tmp/reaperd-$kind.XXXXXX")
-    echo "REAPERD_BIN_DIR=$bin $python -m pytest Tests/integration --basetemp=$tmp ${pytest_args[*]}"
+    echo "REAPERD_BIN_DIR=$bin $python -m pytest ${tests[*]} --basetemp=$tmp ${pytest_args[*]}"
     REAPERD_BIN_DIR="$bin" REAPERD_HOSTILE_RESULTS="$tmp/hostile-results.json" \
-        "$python" -m pytest Tests/integration -p no:cacheprovider --basetemp="$tmp" "${pytest_args[@]}" || rc=$?
+        "$python" -m pytest "${tests[@]}" -p no:cacheprovider --basetemp="$tmp" "${pytest_args[@]}" || rc=$?
     if grep -rlE "$REPORTS" "$tmp" >/dev/null 2>&1; then
         echo "$kind: sanitizer reports in these daemon logs:"
         grep -rlE "$REPORTS" "$tmp"
@@ -87,7 +92,12 @@ if stage "TSan: build" "$swift" build "${tsan[@]}"; then
     if [ "${TSAN_INTEGRATION:-0}" = 1 ]; then
         stage "TSan: integration tests" integration tsan "$tsan_scratch/debug"
     else
-        echo "(TSan integration tests skipped: the daemon is single-threaded; TSAN_INTEGRATION=1 runs them)"
+        # The suites where workers meet: several loops, the primary's questions,
+        # reloads, shutdown, reaps (test_workers runs two workers on any machine;
+        # the others run workers = auto). TSAN_INTEGRATION=1 runs every suite.
+        stage "TSan: integration tests (workers)" integration tsan "$tsan_scratch/debug" \
+            Tests/integration/test_workers.py Tests/integration/test_relay.py Tests/integration/test_lifecycle.py \
+            Tests/integration/test_operator.py
     fi
 fi
 

@@ -8,24 +8,22 @@ extension Daemon {
             if let name, listeners[name] == nil && services[name] == nil {
                 return ControlResponse.error("no listener or service named '\(name)'")
             }
-            let relayed = table.all.filter { name == nil || $0.listener.name == name }
-            // The sweep reads an idle socket only about once per keepalive_idle;
-            // an operator looking gets the round-trip time as of now.
-            for connection in relayed {
-                if let fd = connection.clientDescriptor, let info = try? TCPInfo.read(fd) {
-                    connection.watch.rttMicroseconds = info.rttMicroseconds
-                }
+            var rows = connectionRows(listener: name)
+            switch askWorkers({ $0.connectionRows(listener: name) }) {
+            case .success(let theirs): rows += theirs.joined()
+            case .failure(let stalled): return ControlResponse.error(stalled.message)
             }
-            var rows = relayed.map(ConnectionRow.init)
             for service in orderedServices where name == nil || service.settings.name == name {
                 rows += service.connections.values.map { ConnectionRow($0, service: service.settings.name) }
             }
             rows.sort { $0.id < $1.id }
             return ControlResponse.ok(json ? connectionsJSON(rows) : connectionsTable(rows))
         case .reap(let id):
-            if let connection = table.find(id: id), connection.phase != .ended {
-                connection.reap(.admin)
+            switch askWorkers({ $0.reapConnection(id: id) }) {
+            case .success(let theirs) where reapConnection(id: id) || theirs.contains(true):
                 return ControlResponse.ok("reaped connection \(id)\n")
+            case .success: break
+            case .failure(let stalled): return ControlResponse.error(stalled.message)
             }
             switch reapAdopted(id: id) {
             case true?: return ControlResponse.ok("reaped adopted connection \(id)\n")
@@ -40,14 +38,41 @@ extension Daemon {
         }
     }
 
+    /// This worker's relayed connections, on `listener` or all of them.
+    func connectionRows(listener name: String?) -> [ConnectionRow] {
+        let relayed = table.all.filter { name == nil || $0.listener.name == name }
+        // The sweep reads an idle socket only about once per keepalive_idle;
+        // an operator looking gets the round-trip time as of now.
+        for connection in relayed {
+            if let fd = connection.clientDescriptor, let info = try? TCPInfo.read(fd) {
+                connection.watch.rttMicroseconds = info.rttMicroseconds
+            }
+        }
+        return relayed.map(ConnectionRow.init)
+    }
+
+    /// Reaps connection `id` if this worker has it (reason `admin`).
+    func reapConnection(id: UInt64) -> Bool {
+        guard let connection = table.find(id: id), connection.phase != .ended else { return false }
+        connection.reap(.admin)
+        return true
+    }
+
     var orderedListeners: [ListenerState] { listenerOrder.compactMap { listeners[$0] } }
 
     /// Listeners, then adopted services: the metrics label both by name.
     var countedListeners: [ListenerState] { orderedListeners + orderedServices.map(\.state) }
 
-    func healthCounts() -> HealthCounts {
+    /// This worker's relayed connections by health.
+    func localHealthCounts() -> HealthCounts {
         var counts = HealthCounts()
         for connection in table.all { counts[connection.health] += 1 }
+        return counts
+    }
+
+    /// Adopted connections by health (the primary's alone).
+    func serviceHealthCounts() -> HealthCounts {
+        var counts = HealthCounts()
         for service in orderedServices {
             for connection in service.connections.values { counts[connection.health] += 1 }
         }
@@ -56,10 +81,12 @@ extension Daemon {
 
     private func statusText() -> String {
         let now = Instant.now()
-        var text = "reaperd: \(statusLine())\n"
+        let report = gatherReport()
+        var text = "reaperd: \(statusLine(report))\n"
         text += "configuration: \(configSourceDescription)\n"
         text += "uptime: \(now.since(startedAt).components.seconds)s\n"
-        text += "last sweep: \(sweepStats.lastSockets) sockets in \(Int(sweepStats.lastSeconds * 1_000_000))us\n"
+        text += "workers: \(workerCount)\(report.unansweredText)\n"
+        text += "last sweep: \(report.sweep.lastSockets) sockets in \(Int(report.sweep.lastSeconds * 1_000_000))us\n"
         for listener in orderedListeners {
             let settings = listener.settings
             let addresses = endpoints.filter { $0.listener === listener }.map(\.address).joined(separator: ", ")
@@ -68,9 +95,9 @@ extension Daemon {
             text += "  listening on: \(addresses.isEmpty ? "-" : addresses)\n"
             if let resolution = listener.resolution {
                 text += resolutionText(resolution, now: now)
-                text += "  failed lookups: \(listener.counters.resolveFailures)\n"
+                text += "  failed lookups: \(report.counters(of: listener).resolveFailures)\n"
             }
-            let c = listener.counters
+            let c = report.counters(of: listener)
             text += "  open \(listener.open), accepted \(c.accepted), closed \(c.closed), reaped \(c.reapedTotal)"
             text += ", refused \(c.refusedLimit) (limit) \(c.refusedUpstream) (upstream)"
             if settings.connection.acceptProxyProtocol || c.refusedProxyHeader > 0 {
@@ -123,42 +150,38 @@ extension Daemon {
         return text
     }
 
-    /// Bytes per listener including connections still open.
-    func liveBytes(_ listener: ListenerState) -> (in: UInt64, out: UInt64) {
-        var bytesIn = listener.counters.bytesIn
-        var bytesOut = listener.counters.bytesOut
-        for connection in table.all where connection.listener === listener {
-            bytesIn &+= connection.bytesIn
-            bytesOut &+= connection.bytesOut
-        }
-        return (bytesIn, bytesOut)
-    }
-
     private func statusJSON() -> String {
-        let counts = healthCounts()
+        let report = gatherReport()
+        var counts = serviceHealthCounts()
+        counts.add(report.health)
         var json = JSONWriter()
         json.beginObject()
         json.field("pid", Int(Files.processID))
         json.field("configuration", configSourceDescription)
         json.field("uptime_seconds", Instant.now().since(startedAt).secondsAsDouble)
-        json.field("connections", table.count)
+        json.field("connections", report.connections)
+        json.field("workers", workerCount)
+        if !report.unanswered.isEmpty {
+            json.beginArray("workers_unanswered")
+            for index in report.unanswered { json.element("\(index)") }
+            json.endArray()
+        }
         json.beginObject("health")
         for health in Health.allCases { json.field(health.rawValue, counts[health]) }
         json.endObject()
-        json.field("reaped_since_start", reapsSinceStart)
-        json.field("status", statusLine())
+        json.field("reaped_since_start", report.reaps)
+        json.field("status", statusLine(report))
         if let lastReloadError { json.field("last_reload_error", lastReloadError) }
         json.beginObject("sweep")
-        json.field("count", sweepStats.count)
-        json.field("last_seconds", sweepStats.lastSeconds)
-        json.field("last_sockets", sweepStats.lastSockets)
-        json.field("looks", sweepStats.looks)
-        json.field("sum_seconds", sweepStats.sum)
+        json.field("count", report.sweep.count)
+        json.field("last_seconds", report.sweep.lastSeconds)
+        json.field("last_sockets", report.sweep.lastSockets)
+        json.field("looks", report.sweep.looks)
+        json.field("sum_seconds", report.sweep.sum)
         json.endObject()
         json.beginArray("listeners")
         for listener in orderedListeners {
-            let c = listener.counters
-            let bytes = liveBytes(listener)
+            let c = report.counters(of: listener)
             json.beginObject()
             json.field("name", listener.name)
             json.field("configured", listener.configured)
@@ -176,7 +199,7 @@ extension Daemon {
                     json.field("resolved_seconds_ago", Instant.now().since(resolvedAt).secondsAsDouble)
                 }
                 json.field("failing", resolution.failingSince != nil)
-                json.field("failures", listener.counters.resolveFailures)
+                json.field("failures", c.resolveFailures)
                 json.field("last_error", resolution.lastError ?? "")
                 json.endObject()
             }
@@ -200,8 +223,8 @@ extension Daemon {
             for reason in ReapReason.allCases { json.field(reason.rawValue, c.reaped[reason] ?? 0) }
             json.endObject()
             json.beginObject("bytes")
-            json.field("in", bytes.in)
-            json.field("out", bytes.out)
+            json.field("in", c.bytesIn)
+            json.field("out", c.bytesOut)
             json.endObject()
             json.endObject()
         }

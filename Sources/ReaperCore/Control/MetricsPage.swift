@@ -2,10 +2,11 @@ extension Daemon {
     /// SPEC §6 in the Prometheus text exposition format, version 0.0.4.
     func metricsPage() -> String {
         var page = PrometheusText()
+        // Every worker's counters and connections (a stalled worker's are
+        // missing, and reaperd_workers_unanswered says so).
+        let report = gatherReport()
         var byHealth: [String: HealthCounts] = [:]
-        for connection in table.all {
-            byHealth[connection.listener.name, default: HealthCounts()][connection.health] += 1
-        }
+        for (name, entry) in report.listeners { byHealth[name] = entry.health }
         for service in orderedServices {
             for connection in service.connections.values {
                 byHealth[service.settings.name, default: HealthCounts()][connection.health] += 1
@@ -28,7 +29,8 @@ extension Daemon {
         }
         page.family("reaperd_accepted_total", "counter", "Client connections accepted.")
         for listener in all {
-            page.sample("reaperd_accepted_total", [("listener", listener.name)], Double(listener.counters.accepted))
+            page.sample(
+                "reaperd_accepted_total", [("listener", listener.name)], Double(report.counters(of: listener).accepted))
         }
         page.family(
             "reaperd_refused_total", "counter",
@@ -36,13 +38,13 @@ extension Daemon {
         for listener in all {
             page.sample(
                 "reaperd_refused_total", [("listener", listener.name), ("reason", "limit")],
-                Double(listener.counters.refusedLimit))
+                Double(report.counters(of: listener).refusedLimit))
             page.sample(
                 "reaperd_refused_total", [("listener", listener.name), ("reason", "upstream")],
-                Double(listener.counters.refusedUpstream))
+                Double(report.counters(of: listener).refusedUpstream))
             page.sample(
                 "reaperd_refused_total", [("listener", listener.name), ("reason", "proxy_header")],
-                Double(listener.counters.refusedProxyHeader))
+                Double(report.counters(of: listener).refusedProxyHeader))
         }
         // Declared even with no named upstream (no samples then), so rules and
         // dashboards that use them find the families on every page.
@@ -53,7 +55,7 @@ extension Daemon {
         for listener in named {
             page.sample(
                 "reaperd_upstream_resolve_failures_total", [("listener", listener.name)],
-                Double(listener.counters.resolveFailures))
+                Double(report.counters(of: listener).resolveFailures))
         }
         page.family(
             "reaperd_upstream_addresses", "gauge",
@@ -65,37 +67,46 @@ extension Daemon {
         }
         page.family("reaperd_closed_total", "counter", "Connections closed by a peer (FIN or RST): not reaps.")
         for listener in all {
-            page.sample("reaperd_closed_total", [("listener", listener.name)], Double(listener.counters.closed))
+            page.sample(
+                "reaperd_closed_total", [("listener", listener.name)], Double(report.counters(of: listener).closed))
         }
         page.family("reaperd_reaped_total", "counter", "Connections reaped by reaperd, by reason.")
         for listener in all {
             for reason in ReapReason.allCases {
                 page.sample(
                     "reaperd_reaped_total", [("listener", listener.name), ("reason", reason.rawValue)],
-                    Double(listener.counters.reaped[reason] ?? 0))
+                    Double(report.counters(of: listener).reaped[reason] ?? 0))
             }
         }
         page.family("reaperd_bytes_total", "counter", "Bytes relayed; in = client to upstream.")
         for listener in all {
-            let bytes = liveBytes(listener)
-            page.sample("reaperd_bytes_total", [("listener", listener.name), ("direction", "in")], Double(bytes.in))
-            page.sample("reaperd_bytes_total", [("listener", listener.name), ("direction", "out")], Double(bytes.out))
+            let bytes = report.counters(of: listener)
+            page.sample(
+                "reaperd_bytes_total", [("listener", listener.name), ("direction", "in")], Double(bytes.bytesIn))
+            page.sample(
+                "reaperd_bytes_total", [("listener", listener.name), ("direction", "out")], Double(bytes.bytesOut))
         }
         page.family("reaperd_sweep_seconds", "histogram", "Time one TCP_INFO sweep takes.")
         var cumulative: UInt64 = 0
         for (index, bound) in SweepStats.bucketBounds.enumerated() {
-            cumulative = sweepStats.bucketCounts[index]
+            cumulative = report.sweep.bucketCounts[index]
             page.sample("reaperd_sweep_seconds_bucket", [("le", "\(bound)")], Double(cumulative))
         }
-        page.sample("reaperd_sweep_seconds_bucket", [("le", "+Inf")], Double(sweepStats.count))
-        page.sample("reaperd_sweep_seconds_sum", [], sweepStats.sum)
-        page.sample("reaperd_sweep_seconds_count", [], Double(sweepStats.count))
+        page.sample("reaperd_sweep_seconds_bucket", [("le", "+Inf")], Double(report.sweep.count))
+        page.sample("reaperd_sweep_seconds_sum", [], report.sweep.sum)
+        page.sample("reaperd_sweep_seconds_count", [], Double(report.sweep.count))
         page.family("reaperd_sweep_connections", "gauge", "Sockets examined by the last sweep.")
-        page.sample("reaperd_sweep_connections", [], Double(sweepStats.lastSockets))
+        page.sample("reaperd_sweep_connections", [], Double(report.sweep.lastSockets))
         page.family(
             "reaperd_sweep_looks_total", "counter",
             "Connections the sweeps looked at: an idle one about once per keepalive_idle.")
-        page.sample("reaperd_sweep_looks_total", [], Double(sweepStats.looks))
+        page.sample("reaperd_sweep_looks_total", [], Double(report.sweep.looks))
+        page.family("reaperd_workers", "gauge", "Event loops accepting and relaying (workers =).")
+        page.sample("reaperd_workers", [], Double(workerCount))
+        page.family(
+            "reaperd_workers_unanswered", "gauge",
+            "Workers that did not answer this scrape within 2 s (stalled); their counters are missing from it.")
+        page.sample("reaperd_workers_unanswered", [], Double(report.unanswered.count))
         page.family("reaperd_build_info", "gauge", "Always 1; the version is the label.")
         page.sample(
             "reaperd_build_info", [("version", String(DaemonCommandLine.version.dropFirst("reaperd ".count)))], 1)

@@ -12,9 +12,25 @@ extension Daemon {
                 acceptFailed(error, on: endpoint)
                 return
             }
-            guard case .processed(let accepted) = consume result else { return }
+            guard case .processed(let accepted) = consume result else { break }
             admit(accepted.socket, peer: accepted.peer, on: endpoint)
         }
+        if workerCount > 1 { yieldIfBusiest(endpoint) }
+    }
+
+    /// EPOLLEXCLUSIVE wakes the first idle worker in the socket's wait queue,
+    /// so an idle daemon would take every client on the worker that
+    /// registered first, and its long-lived connections would later load one
+    /// core. A worker that holds more than its share goes to the back of the
+    /// queue (EPOLL_CTL_DEL and ADD again: exclusive waiters are added at the
+    /// tail), so the next client wakes another. Two system calls, and only
+    /// while the counts are uneven; a busy worker is passed over anyway.
+    private func yieldIfBusiest(_ endpoint: ListeningEndpoint) {
+        let share = openConnections.current / workerCount
+        guard table.count > share + max(1, share / 16), let registration = endpoint.registration else { return }
+        loop.deregister(registration)
+        endpoint.registration = nil
+        updateWatch(endpoint)
     }
 
     static let acceptBatch = 16
@@ -29,19 +45,21 @@ extension Daemon {
 
     private func admit(_ client: consuming FileDescriptor, peer: SocketAddress, on endpoint: ListeningEndpoint) {
         let listener = endpoint.listener
-        if table.count >= maxConnections || listener.open >= listener.connection.maxConnections {
+        // Places are taken before the connection exists and given back by its
+        // end: every worker counts against the same two limits.
+        let daemonHasRoom = openConnections.take(limit: maxConnections)
+        let listenerHasRoom = daemonHasRoom && listener.openCount.take(limit: listener.connection.maxConnections)
+        guard listenerHasRoom else {
+            if daemonHasRoom { openConnections.give() }
             // Closed at once: a client past the limit costs one accept and one close.
             listener.counters.refusedLimit += 1
-            let which = table.count >= maxConnections ? "the daemon's" : "the listener's"
-            if let suppressed = warnings.allow("limit:\(listener.name)", now: loop.now, every: .seconds(10)) {
+            let which = daemonHasRoom ? "the listener's" : "the daemon's"
+            if let suppressed = allowWarning("limit:\(listener.name)", every: .seconds(10)) {
                 logger.warning(
                     "client refused: \(which) max_connections is reached",
                     [
                         ("REAPERD_LISTENER", listener.name), ("REAPERD_PEER", "\(peer)"),
-                        (
-                            "REAPERD_LIMIT",
-                            "\(table.count >= maxConnections ? maxConnections : listener.connection.maxConnections)"
-                        ),
+                        ("REAPERD_LIMIT", "\(daemonHasRoom ? listener.connection.maxConnections : maxConnections)"),
                         ("REAPERD_SUPPRESSED", "\(suppressed)"),
                     ])
             }
@@ -50,6 +68,8 @@ extension Daemon {
         }
         let route = listener.settings.mode == .relay ? listener.route : nil
         if listener.settings.mode == .relay && route == nil {
+            openConnections.give()
+            listener.openCount.give()
             return refuseUnresolved(client, peer: peer, on: listener)
         }
         listener.counters.accepted += 1
@@ -57,8 +77,8 @@ extension Daemon {
             id: nextConnectionID, listener: listener, client: client, peer: peer, upstream: route?.addresses.first,
             alternatives: Array(route?.addresses.dropFirst() ?? []), upstreamName: route?.name, owner: self,
             now: loop.now)
-        nextConnectionID += 1
-        listener.open += 1
+        // Workers number their connections apart: worker k of n takes k, k + n, ...
+        nextConnectionID += UInt64(workerCount)
         table.add(connection)
         _ = connection.start()
     }
@@ -68,7 +88,7 @@ extension Daemon {
     /// counted as an `upstream` refusal, logged as upstream failures are.
     private func refuseUnresolved(_ client: consuming FileDescriptor, peer: SocketAddress, on listener: ListenerState) {
         listener.counters.refusedUpstream += 1
-        if let suppressed = warnings.allow("upstream:\(listener.name)", now: loop.now, every: .seconds(1)) {
+        if let suppressed = allowWarning("upstream:\(listener.name)", every: .seconds(1)) {
             let name = listener.settings.upstream.map { "\($0)" } ?? ""
             logger.warning(
                 "client refused: upstream \(name) has not resolved",
@@ -95,17 +115,15 @@ extension Daemon {
     ///   accepting, and the error is logged once per ten seconds.
     private func acceptFailed(_ error: SystemError, on endpoint: ListeningEndpoint) {
         if error.errno.isDescriptorExhaustion {
-            exhaustionCount += 1
-            let now = loop.now
-            if exhaustionWarnedAt.map({ now.since($0) >= .seconds(10) }) ?? true {
+            // Descriptors are the process's: one warning per ten seconds
+            // whichever worker ran out, with how often any did meanwhile.
+            if let times = processWide.exhaustionToReport(now: loop.now, every: .seconds(10)) {
                 logger.warning(
                     "out of file descriptors, accepting paused",
                     [
-                        ("REAPERD_ERROR", "\(error)"), ("REAPERD_TIMES", "\(exhaustionCount)"),
-                        ("REAPERD_CONNECTIONS", "\(table.count)"),
+                        ("REAPERD_ERROR", "\(error)"), ("REAPERD_TIMES", "\(times)"),
+                        ("REAPERD_CONNECTIONS", "\(openConnections.current)"),
                     ], event: .acceptPaused)
-                exhaustionWarnedAt = now
-                exhaustionCount = 0
             }
             pauseAllAccepting(for: Self.exhaustionPause)
         } else if error.errno.isMemoryPressure {
@@ -118,18 +136,15 @@ extension Daemon {
     }
 
     private func logFailure(_ error: SystemError, on endpoint: ListeningEndpoint, _ message: String, level: LogLevel) {
-        let now = loop.now
-        guard endpoint.failureLoggedAt.map({ now.since($0) >= .seconds(10) }) ?? true else {
-            endpoint.failuresUnlogged += 1
-            return
-        }
+        // The socket is every worker's: one line per ten seconds, whichever failed.
+        guard
+            let suppressed = allowWarning("accept:\(endpoint.listener.name)@\(endpoint.key)", every: .seconds(10))
+        else { return }
         let fields = [
             ("REAPERD_LISTENER", endpoint.listener.name), ("REAPERD_ADDRESS", endpoint.address),
-            ("REAPERD_ERROR", "\(error)"), ("REAPERD_SUPPRESSED", "\(endpoint.failuresUnlogged)"),
+            ("REAPERD_ERROR", "\(error)"), ("REAPERD_SUPPRESSED", "\(suppressed)"),
         ]
         logger.log(level, message, fields, event: .acceptPaused)
-        endpoint.failureLoggedAt = now
-        endpoint.failuresUnlogged = 0
     }
 
     /// Stops watching `endpoint` for `delay`; the other endpoints keep accepting.
@@ -164,8 +179,11 @@ extension Daemon {
         let wanted = !stopping && !acceptPaused && endpoint.pause == nil
         if wanted && endpoint.registration == nil {
             do {
+                // Every worker watches every listening socket; with more than
+                // one, a client wakes one of them, not all (no thundering herd).
                 endpoint.registration = try loop.register(
-                    endpoint.socket.raw, interest: [.readable], handler: endpoint)
+                    endpoint.socket.raw, interest: workerCount > 1 ? [.readable, .exclusive] : [.readable],
+                    handler: endpoint)
             } catch {
                 // epoll is out of memory or watches: try again shortly.
                 logFailure(error, on: endpoint, "cannot watch listener", level: .err)

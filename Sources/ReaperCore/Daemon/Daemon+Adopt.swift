@@ -152,7 +152,7 @@ extension Daemon {
                 // The unit stopped: its connections went with it.
                 for connection in service.connections.values { end(connection, of: service, as: nil, now: now) }
                 service.connections.removeAll()
-                service.state.open = 0
+                service.state.openCount.set(0)
                 continue
             }
             let sockets: [DiagSocket]
@@ -191,7 +191,7 @@ extension Daemon {
                 service.connections[cookie] = nil
                 end(connection, of: service, as: Self.verdict(connection, service.settings.connection), now: now)
             }
-            service.state.open = service.connections.count
+            service.state.openCount.set(service.connections.count)
         }
         return examined
     }

@@ -56,6 +56,8 @@ extension Daemon {
         logger.level = next.daemon.logLevel
         // A new poll interval, or services added (read every poll interval).
         rearmSweep()
+        // Committed here; each worker takes the same view on its own loop.
+        shareView()
         for (name, changed) in [
             ("control_socket", next.daemon.controlSocket != previous.controlSocket),
             ("metrics", next.daemon.metrics != previous.metrics),
@@ -74,14 +76,22 @@ extension Daemon {
     /// the rest of the grace period.
     func beginShutdown(signal: String) {
         if stopping {
-            logger.notice("second \(signal): closing remaining connections now")
+            if isPrimary {
+                logger.notice("second \(signal): closing remaining connections now")
+                shareShutdown(signal: signal)
+            }
             closeAllConnections()
             return
         }
         stopping = true
-        notifier.stopping(status: "stopping: \(table.count) connections draining")
-        logger.info(
-            "reaperd stopping", [("REAPERD_SIGNAL", signal), ("REAPERD_CONNECTIONS", "\(table.count)")], event: .stop)
+        if isPrimary {
+            let total = totalConnections
+            notifier.stopping(status: "stopping: \(total) connections draining")
+            logger.info(
+                "reaperd stopping", [("REAPERD_SIGNAL", signal), ("REAPERD_CONNECTIONS", "\(total)")], event: .stop)
+            shareShutdown(signal: signal)
+            forceFinishIfWorkersHang()
+        }
         for endpoint in endpoints {
             endpoint.pause?.cancel()
             endpoint.pause = nil
@@ -90,7 +100,7 @@ extension Daemon {
         }
         endpoints.removeAll()
         sweepTimer?.cancel()
-        if store.isEnabled {
+        if storesConnections {
             shutdownIntoStore()
             return
         }
@@ -102,14 +112,30 @@ extension Daemon {
                 [
                     ("REAPERD_CLOSED", "\(closed)"), ("REAPERD_WAITING", "\(table.count)"),
                     ("REAPERD_GRACE", ConfigDuration.text(configuration.daemon.shutdownGrace)),
+                    ("REAPERD_WORKER", "\(workerIndex)"),
                 ])
         }
         if table.count == 0 {
             finishShutdown()
             return
         }
-        notifier.stopping(status: "stopping: \(table.count) connections draining")
+        if isPrimary { notifier.stopping(status: "stopping: \(totalConnections) connections draining") }
         drainStep(until: loop.now.adding(configuration.daemon.shutdownGrace))
+    }
+
+    /// A worker that never finishes its drain (stalled) must not keep the
+    /// process from exiting: past the grace period and five seconds, the
+    /// primary stops without it, and says so.
+    private func forceFinishIfWorkersHang() {
+        guard !workers.isEmpty else { return }
+        loop.schedule(after: configuration.daemon.shutdownGrace + .seconds(5)) { [weak self] in
+            guard let self, self.loopRunning, !self.workersFinished else { return }
+            let stuck = self.workers.filter { !$0.finished }.map { "\($0.index)" }.joined(separator: ",")
+            self.logger.error(
+                "workers \(stuck) did not finish their shutdown; exiting without them", [("REAPERD_WORKER", stuck)])
+            for worker in self.workers { worker.finished = true }
+            if self.shutdownDone { self.finishShutdown() } else { self.closeAllConnections() }
+        }
     }
 
     /// How often a stop looks again for connections that have finished their
@@ -152,8 +178,11 @@ extension Daemon {
         if table.count == 0 { finishShutdown() }
     }
 
+    /// The end of a shutdown; on the primary, once every worker's loop has
+    /// returned too (the last one to finish calls this again).
     func finishShutdown() {
-        guard loopRunning else { return }
+        shutdownDone = true
+        guard loopRunning, workersFinished else { return }
         loopRunning = false
         closeServices()
         loop.stop()

@@ -108,15 +108,8 @@ extension Daemon {
         for name in listenerOrder where !names.contains(name) { listeners[name]?.configured = false }
         for settings in configuration.listeners {
             if let state = listeners[settings.name] {
-                let changed = state.settings.connection != settings.connection
-                state.settings = settings
+                applyListenerSettings(settings, to: state)
                 state.configured = true
-                if changed {
-                    for connection in table.all where connection.listener === state {
-                        connection.applySettings(settings.connection)
-                        sweepSoon(connection)
-                    }
-                }
             } else {
                 listeners[settings.name] = ListenerState(settings: settings)
                 listenerOrder.append(settings.name)
@@ -149,5 +142,17 @@ extension Daemon {
             logger.info("listening", [("REAPERD_LISTENER", state.name), ("REAPERD_ADDRESS", endpoint.address)])
         }
         endpoints = next
+    }
+
+    /// New settings for a listener; its open connections take the new
+    /// keepalive and timeouts (and the sweep looks at them again).
+    func applyListenerSettings(_ settings: ListenerSettings, to state: ListenerState) {
+        let changed = state.settings.connection != settings.connection
+        state.settings = settings
+        guard changed else { return }
+        for connection in table.all where connection.listener === state {
+            connection.applySettings(settings.connection)
+            sweepSoon(connection)
+        }
     }
 }

@@ -86,7 +86,8 @@ extension Daemon {
             upstream: upstreamFD, upstreamAddress: upstreamAddress, acceptedAt: stored.acceptedAt, owner: self,
             now: loop.now)
         store.adopted(stored, by: connection)
-        state.open += 1
+        _ = openConnections.take(limit: .max)
+        _ = state.openCount.take(limit: .max)
         table.add(connection)
         if let lost, lost > 0 {
             connection.reapCrashLoss(lostBytes: lost)
@@ -117,15 +118,16 @@ extension Daemon {
     /// `fd_store_min_age` are stored now, and the exit waits until PID 1 has
     /// taken every message. Bounded by `shutdown_grace`.
     func shutdownIntoStore() {
-        let now = loop.now
         for connection in table.all {
             connection.draining = true
-            store.store(connection, now: now)
+            storeConnection(connection)
         }
         let deadline = loop.now.adding(configuration.daemon.shutdownGrace)
         func check() {
             let holding = table.all.filter(\.holdsBytes).count
-            let flushed = store.isFlushed
+            // A worker's stores are the primary's to send: the primary waits
+            // for every worker to have handed its own, then for PID 1 to take them.
+            let flushed = !isPrimary || (workersFinished && store.isFlushed)
             if (holding == 0 && flushed) || loop.now >= deadline {
                 if !flushed {
                     logger.warning(

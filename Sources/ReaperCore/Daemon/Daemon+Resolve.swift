@@ -100,8 +100,10 @@ extension Daemon {
         // Only an answer for the name in effect changes the route (see followUpstream).
         if case .resolved = event {
             state.route = resolution.route
+            shareRoute(state)
         } else if resolution.addresses.isEmpty {
             state.route = nil
+            shareRoute(state)
         }
         let delay = UpstreamResolution.delay(after: event, interval: state.connection.resolveInterval)
         resolution.timer = loop.schedule(after: delay) { [weak self, weak state] in

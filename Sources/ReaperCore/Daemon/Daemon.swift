@@ -2,6 +2,13 @@ internal import Glibc
 
 /// The running daemon: listeners, connections, the reaper's sweep, signals,
 /// the control socket and the metrics page, all on one event loop.
+///
+/// With `workers = N` the process runs N of these, one per thread. The first,
+/// the primary, is the one above: it alone binds, reloads, speaks to systemd,
+/// serves the control socket and the metrics page, resolves names and runs
+/// adopt mode and the descriptor store. Every one of them, the primary
+/// included, accepts from the same listening sockets and relays and sweeps
+/// only its own connections (Daemon+Workers).
 public final class Daemon: ConnectionOwner {
     public let loop: EventLoop
     let pipes = PipePool()
@@ -29,8 +36,6 @@ public final class Daemon: ConnectionOwner {
     var resolver: Resolver?
     var sockDiag: SockDiag?
     var cgroupMount: String?
-    /// Per listener and reason: upstream unreachable, refused at a limit.
-    var warnings = WarningLimiter()
 
     var sweepTimer: LoopTimer?
     /// Connections by when the sweep next looks at them (Sweep.swift).
@@ -47,14 +52,37 @@ public final class Daemon: ConnectionOwner {
     let startedAtWallClock = ProcessStats.wallClock()
     /// Every endpoint unwatched for a moment: out of descriptors (Daemon+Accept).
     var acceptPaused = false
-    var exhaustionWarnedAt: Instant?
-    var exhaustionCount = 0
     var stopping = false
     var loopRunning = true
     var signals: SignalHandler?
     var control: ControlServer?
     var metrics: MetricsServer?
     let startedAt = Instant.now()
+
+    /// 0 for the primary; 1 ..< workerCount for the other workers.
+    let workerIndex: Int
+    /// How many workers accept and relay, the primary included.
+    var workerCount = 1
+    /// The primary's: every other worker. Empty in a worker, and with one.
+    var workers: [Worker] = []
+    /// What other threads hand this daemon's loop; nil with one worker.
+    var mailbox: LoopMailbox?
+    /// A worker's link to the primary: its heartbeat, summary and mailbox.
+    /// `primary` is used only inside jobs posted to `primaryMailbox`, which
+    /// run on the primary's thread.
+    var link: WorkerLink?
+    /// What every worker counts together: open connections (the daemon's
+    /// `max_connections`) and descriptor exhaustion (a per-process limit).
+    let processWide: ProcessWide
+    var openConnections: OpenCount { processWide.openConnections }
+    /// The primary's shutdown is done but for workers still draining.
+    var shutdownDone = false
+    /// A worker's way to the primary's descriptor store, when it is in use.
+    var workerStore: WorkerStore?
+    /// A worker's heartbeat period: the watchdog's ping interval, nil without one.
+    var heartbeatEvery: Duration?
+
+    var isPrimary: Bool { workerIndex == 0 }
 
     public init(
         configuration: Configuration, configPath: String?, logger: Logger, notifier: any ServiceNotifier,
@@ -69,8 +97,25 @@ public final class Daemon: ConnectionOwner {
         // sockets of the wrong kind are refused by start().
         self.activated = store.receive(activated)
         loop = try EventLoop()
+        workerIndex = 0
+        processWide = ProcessWide()
         notifier.attach(to: loop)
         store.attach(to: loop)
+    }
+
+    /// Worker `index` of `primary`: its own loop, connections, sweep and
+    /// pipes; nothing of systemd, the store, the control socket or adopt mode.
+    init(workerOf primary: Daemon, index: Int) throws(SystemError) {
+        configuration = primary.configuration
+        configPath = nil
+        logger = primary.logger
+        notifier = SilentNotifier()
+        store = ConnectionStore(channel: nil, capacity: nil, logger: primary.logger)
+        activated = []
+        loop = try EventLoop()
+        workerIndex = index
+        workerCount = primary.workerCount
+        processWide = primary.processWide
     }
 
     var maxConnections: Int { configuration.daemon.maxConnections }
@@ -87,6 +132,9 @@ public final class Daemon: ConnectionOwner {
             throw StartError(message: "signals: \(error)", errno: error.errno.code)
         }
         signals = signalHandler
+        // Before the listening sockets are watched: with more than one worker
+        // they are watched exclusively.
+        workerCount = configuration.daemon.workers.resolve()
         do {
             try applyListeners(configuration)
         } catch {
@@ -114,6 +162,12 @@ public final class Daemon: ConnectionOwner {
         }
         store.releaseUnadoptedListeners()
         recoverStoredConnections()
+        do {
+            try startWorkers()
+        } catch {
+            closeServices()
+            throw StartError(message: "workers: \(error)", errno: error.errno.code)
+        }
         armSweep()
         let metricsAt = metrics.map { "http://\($0.address)/metrics" } ?? "off"
         logger.info(
@@ -123,6 +177,7 @@ public final class Daemon: ConnectionOwner {
                 ("REAPERD_LISTENERS", endpoints.map { "\($0.listener.name)=\($0.address)" }.joined(separator: ",")),
                 ("REAPERD_SERVICES", serviceOrder.joined(separator: ",")),
                 ("REAPERD_CONTROL_SOCKET", configuration.daemon.controlSocket), ("REAPERD_METRICS", metricsAt),
+                ("REAPERD_WORKERS", "\(workerCount)"),
             ], event: .start)
         for line in configuration.advice() { logger.info(line) }
         notifier.ready(status: statusLine())
@@ -146,19 +201,48 @@ public final class Daemon: ConnectionOwner {
 
     func connectionEstablished(_ connection: Connection) {
         // With a minimum age the sweep stores it once it has lived that long.
-        if configuration.daemon.fdStoreMinAge == .zero { store.store(connection, now: loop.now) }
+        if configuration.daemon.fdStoreMinAge == .zero { storeConnection(connection) }
         sweepSoon(connection)
     }
 
-    func connectionClosing(_ connection: Connection) { store.unstore(connection) }
+    func connectionClosing(_ connection: Connection) {
+        if let workerStore { workerStore.unstore(connection) } else { store.unstore(connection) }
+    }
 
-    func isStored(_ connection: Connection) -> Bool { store.isStored(connection) }
+    func isStored(_ connection: Connection) -> Bool {
+        workerStore?.isStored(connection) ?? store.isStored(connection)
+    }
+
+    // MARK: The descriptor store, the primary's or through it
+
+    /// Whether connections go to systemd's store: the primary's, which a
+    /// worker reaches through `workerStore`.
+    var storesConnections: Bool { workerStore != nil || store.isEnabled }
+
+    func storeConnection(_ connection: Connection) {
+        if let workerStore { workerStore.store(connection) } else { store.store(connection, now: loop.now) }
+    }
+
+    func storeIfDue(_ connection: Connection, now: Instant) {
+        let age = configuration.daemon.fdStoreMinAge
+        if let workerStore {
+            workerStore.storeIfDue(connection, now: now, minimumAge: age)
+        } else {
+            store.storeIfDue(connection, now: now, minimumAge: age)
+        }
+    }
+
+    func storeDue(_ connection: Connection) -> Instant? {
+        let age = configuration.daemon.fdStoreMinAge
+        return workerStore?.storeDue(connection, minimumAge: age) ?? store.storeDue(connection, minimumAge: age)
+    }
 
     func connection(_ connection: Connection, endedWith end: ConnectionEnd) {
         table.remove(connection)
         sweepForget(connection)
         let listener = connection.listener
-        listener.open -= 1
+        openConnections.give()
+        listener.openCount.give()
         listener.counters.bytesIn += connection.bytesIn
         listener.counters.bytesOut += connection.bytesOut
         switch end {
@@ -189,13 +273,19 @@ public final class Daemon: ConnectionOwner {
     private func warnRefused(_ connection: Connection, _ message: String, _ why: String, kind: String, every: Duration)
     {
         let listener = connection.listener
-        guard let suppressed = warnings.allow("\(kind):\(listener.name)", now: loop.now, every: every) else { return }
+        guard let suppressed = allowWarning("\(kind):\(listener.name)", every: every) else { return }
         logger.warning(
             message,
             [
                 ("REAPERD_LISTENER", listener.name), ("REAPERD_PEER", "\(connection.peer)"), ("REAPERD_ERROR", why),
                 ("REAPERD_SUPPRESSED", "\(suppressed)"),
             ])
+    }
+
+    /// Per listener and reason (upstream unreachable, refused at a limit), for
+    /// every worker together: one line per period, with how many were held back.
+    func allowWarning(_ key: String, every period: Duration) -> Int? {
+        processWide.warnings.withLock { $0.allow(key, now: loop.now, every: period) }
     }
 
     func connectionFields(_ connection: Connection, now: Instant) -> [(name: String, value: String)] {
@@ -237,18 +327,29 @@ public final class Daemon: ConnectionOwner {
             fields, event: .reap)
     }
 
-    /// "12 connections (10 idle, 1 active, 1 probing, 0 dead), 3 reaped since start".
-    func statusLine() -> String {
-        if stopping { return "stopping: \(table.count) connections draining" }
-        let counts = healthCounts()
+    /// "12 connections (10 idle, 1 active, 1 probing, 0 dead), 3 reaped since start",
+    /// every worker's connections counted (each as of its last sweep).
+    ///
+    /// For STATUS= the other workers count as of their last sweep (their
+    /// summaries); `reaperctl status` passes a report gathered just now.
+    func statusLine(_ report: WorkersReport? = nil) -> String {
+        let others = workerSummaries()
+        let total = report?.connections ?? (table.count + others.connections)
+        if stopping { return "stopping: \(total) connections draining" }
+        var counts = serviceHealthCounts()
+        counts.add(report?.health ?? others.health)
+        if report == nil { counts.add(localHealthCounts()) }
+        let reaps = report?.reaps ?? (reapsSinceStart + others.reaps)
         var line =
-            "\(table.count) connections (\(counts[.active]) active, \(counts[.idle]) idle, "
-            + "\(counts[.probing]) probing, \(counts[.dead]) dead), \(reapsSinceStart) reaped since start"
+            "\(total) connections (\(counts[.active]) active, \(counts[.idle]) idle, "
+            + "\(counts[.probing]) probing, \(counts[.dead]) dead), \(reaps) reaped since start"
         if let lastReloadError { line += "; last reload failed: \(lastReloadError)" }
         return line
     }
 
     func publishStatus() {
+        // A worker's line is part of the primary's, which alone tells systemd.
+        guard isPrimary else { return reportSummary() }
         let line = statusLine()
         guard line != lastStatus else { return }
         lastStatus = line
@@ -257,9 +358,18 @@ public final class Daemon: ConnectionOwner {
 
     private func scheduleWatchdog() {
         guard let interval = notifier.watchdogPingInterval else { return }
-        // Sent from a loop timer: a loop that stops turning stops the pings.
+        // Sent from a loop timer: a loop that stops turning stops the pings,
+        // and so does a worker whose loop stopped turning (its heartbeat).
+        var withheld: Int?
         func ping() {
-            notifier.watchdogPing()
+            let stalled = stalledWorker(within: interval)
+            if let stalled, withheld != stalled {
+                logger.error(
+                    "worker \(stalled) has stopped turning; the watchdog ping is withheld",
+                    [("REAPERD_WORKER", "\(stalled)")])
+            }
+            withheld = stalled
+            if stalled == nil { notifier.watchdogPing() }
             loop.schedule(after: interval) { ping() }
         }
         ping()

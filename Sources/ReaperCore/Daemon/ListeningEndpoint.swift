@@ -17,10 +17,6 @@ final class ListeningEndpoint: EventHandler {
     /// Set while accepting on this endpoint is paused after accept failed on it;
     /// firing watches it again.
     var pause: LoopTimer?
-    /// When accept failures on this endpoint were last logged, and how many
-    /// went unlogged since (one line per ten seconds at most).
-    var failureLoggedAt: Instant?
-    var failuresUnlogged = 0
     private unowned let daemon: Daemon
 
     init(

@@ -1,3 +1,5 @@
+internal import Synchronization
+
 /// The kinds of record that get a fixed journal `MESSAGE_ID`, so
 /// `journalctl MESSAGE_ID=...` finds every one of them.
 public enum LogEvent: String, Sendable, CaseIterable {
@@ -39,13 +41,24 @@ public protocol LogSink: AnyObject {
     func write(_ record: LogRecord)
 }
 
-/// Filters by level and hands records to a sink. Loop-thread only.
-public final class Logger {
-    public var level: LogLevel
-    public var sink: any LogSink
+/// Filters by level and hands records to a sink. Every worker thread logs
+/// through the one logger: the level is an atomic (a reload sets it while
+/// workers read it), and a sink writes each record in one call, so records
+/// from two threads never interleave (one write(2) of a line to stderr, one
+/// sd_journal_sendv).
+public final class Logger: @unchecked Sendable {
+    // Invariant: `sink` is never replaced, and every sink is safe to call from
+    // any thread (ConsoleSink, JournalSink; a test's capture is written by one).
+    public let sink: any LogSink
+    private let severity: Atomic<Int>
+
+    public var level: LogLevel {
+        get { LogLevel.allCases[severity.load(ordering: .relaxed)] }
+        set { severity.store(LogLevel.allCases.firstIndex(of: newValue) ?? 0, ordering: .relaxed) }
+    }
 
     public init(level: LogLevel, sink: any LogSink) {
-        self.level = level
+        severity = Atomic(LogLevel.allCases.firstIndex(of: level) ?? 0)
         self.sink = sink
     }
 

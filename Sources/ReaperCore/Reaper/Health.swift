@@ -36,6 +36,11 @@ public struct HealthCounts: Sendable, Equatable {
         }
     }
 
+    /// Adds another worker's counts.
+    mutating func add(_ other: HealthCounts) {
+        for health in Health.allCases { self[health] += other[health] }
+    }
+
     public static func == (lhs: HealthCounts, rhs: HealthCounts) -> Bool {
         Health.allCases.allSatisfy { lhs[$0] == rhs[$0] }
     }

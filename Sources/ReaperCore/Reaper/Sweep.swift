@@ -12,6 +12,17 @@ public struct SweepStats: Sendable {
     /// idle connections are looked at once per `keepalive_idle`, not every sweep.
     public var looks: UInt64 = 0
 
+    /// Adds another worker's sweeps: counts and sums add up, the last sweep
+    /// is each worker's last (sockets added, the longest time kept).
+    mutating func add(_ other: SweepStats) {
+        count += other.count
+        sum += other.sum
+        lastSeconds = max(lastSeconds, other.lastSeconds)
+        lastSockets += other.lastSockets
+        looks += other.looks
+        for index in bucketCounts.indices { bucketCounts[index] += other.bucketCounts[index] }
+    }
+
     mutating func record(seconds: Double, sockets: Int, looked: Int) {
         count += 1
         sum += seconds
@@ -91,13 +102,13 @@ extension Daemon {
             looked += 1
             let look = Reaper.examine(connection, now: started)
             sockets += look.sockets
-            store.storeIfDue(connection, now: started, minimumAge: daemon.fdStoreMinAge)
+            storeIfDue(connection, now: started)
             // An examined connection may have ended (reaped, reset finished).
             guard connection.phase == .relaying, connection.tableIndex >= 0 else { continue }
             connection.watch.dueNextSweep = look.busy
             let due = Reaper.nextLook(
                 connection, busy: look.busy, now: started, pollInterval: daemon.pollInterval,
-                storeAt: store.storeDue(connection, minimumAge: daemon.fdStoreMinAge))
+                storeAt: storeDue(connection))
             sweepQueue.schedule(connection, at: due)
         }
         sockets += sweepServices(now: started)

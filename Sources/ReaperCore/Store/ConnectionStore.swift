@@ -91,29 +91,30 @@ final class ConnectionStore {
     /// Hands the connection's sockets to the store in one message, unless it
     /// is stored already, not relaying yet, or the store has no room.
     func store(_ connection: Connection, now: Instant) {
-        guard let capacity, let channel, connections[connection.id] == nil, connection.phase == .relaying,
-            let client = connection.clientDescriptor
-        else { return }
-        var descriptors = [client]
-        if !connection.isEcho {
-            guard let upstream = connection.upstreamDescriptor else { return }
-            descriptors.append(upstream)
-        }
-        let name = StoredName.connection(id: connection.id).text
+        guard isEnabled, connections[connection.id] == nil, let candidate = StoreCandidate(connection) else { return }
+        store(candidate, now: now)
+    }
+
+    /// The same for a worker's connection, whose sockets a worker duplicated
+    /// (`WorkerStore`); the caller closes those duplicates afterwards.
+    func store(_ candidate: StoreCandidate, now: Instant) {
+        guard let capacity, let channel, connections[candidate.id] == nil else { return }
+        let descriptors = candidate.descriptors
+        let name = StoredName.connection(id: candidate.id).text
         let entry = Entry(names: [name], descriptors: descriptors.count)
         guard held + descriptors.count <= capacity, nameBytes + entry.nameBytes <= budget,
-            let ledger = ledgerInStore(channel), let local = try? Sockets.localAddress(client)
+            let ledger = ledgerInStore(channel), let local = try? Sockets.localAddress(descriptors[0])
         else { return skip(now: now) }
         let record = StoreLedger.Record(
-            id: connection.id, listener: connection.listener.name,
-            acceptedAtMilliseconds: connection.startedAt.nanoseconds / 1_000_000,
-            client: .init(local: local.port, peer: connection.peer.port))
+            id: candidate.id, listener: candidate.listener,
+            acceptedAtMilliseconds: candidate.acceptedAtMilliseconds,
+            client: .init(local: local.port, peer: candidate.peerPort))
         guard let slot = ledger.write(record) else { return skip(now: now) }
         guard channel.store(descriptors, name: name) else {
             ledger.clear(slot)
             return skip(now: now)
         }
-        keep(Entry(names: [name], descriptors: descriptors.count, slot: slot), for: connection.id)
+        keep(Entry(names: [name], descriptors: descriptors.count, slot: slot), for: candidate.id)
     }
 
     private func keep(_ entry: Entry, for id: UInt64) {
@@ -155,16 +156,26 @@ final class ConnectionStore {
     /// The connection is ending (its sockets not yet closed): its names leave
     /// the store.
     func unstore(_ connection: Connection) {
-        guard let entry = connections.removeValue(forKey: connection.id) else { return }
-        // FIN now, although PID 1 still holds a copy until it reads the removal;
-        // it also drops a copy whose socket hangs up, should the removal be lost.
-        // A reset passed on must stay a reset: SO_LINGER 0 is set, and the RST
-        // goes out when PID 1 closes its copy; a FIN now would say "complete".
-        if !connection.endsWithReset {
-            if let fd = connection.clientDescriptor { Sockets.shutdownBoth(fd) }
-            if let fd = connection.upstreamDescriptor { Sockets.shutdownBoth(fd) }
-        }
+        guard connections[connection.id] != nil else { return }
+        Self.finishStored(connection)
+        unstore(id: connection.id)
+    }
+
+    /// The names of connection `id` leave the store (a worker's connection
+    /// ended; its sockets were shut down by the worker).
+    func unstore(id: UInt64) {
+        guard let entry = connections.removeValue(forKey: id) else { return }
         remove(entry)
+    }
+
+    /// FIN now, although PID 1 still holds a copy until it reads the removal;
+    /// it also drops a copy whose socket hangs up, should the removal be lost.
+    /// A reset passed on must stay a reset: SO_LINGER 0 is set, and the RST
+    /// goes out when PID 1 closes its copy; a FIN now would say "complete".
+    static func finishStored(_ connection: Connection) {
+        guard !connection.endsWithReset else { return }
+        if let fd = connection.clientDescriptor { Sockets.shutdownBoth(fd) }
+        if let fd = connection.upstreamDescriptor { Sockets.shutdownBoth(fd) }
     }
 
     private func remove(_ entry: Entry) {

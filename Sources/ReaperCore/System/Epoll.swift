@@ -14,6 +14,9 @@ public struct EpollEvents: OptionSet, Sendable, Hashable {
     public static let error = EpollEvents(rawValue: CLS_EPOLLERR)
     /// Always reported: both directions are finished, or the socket was reset.
     public static let hangup = EpollEvents(rawValue: CLS_EPOLLHUP)
+    /// At registration only (never modified): of the epoll sets watching one
+    /// listening socket, one is woken per incoming client, not all of them.
+    public static let exclusive = EpollEvents(rawValue: CLS_EPOLLEXCLUSIVE)
 }
 
 /// One epoll instance. The corresponding C functions are `epoll_create1`,

@@ -36,5 +36,20 @@ final class EventCounter: Sendable {
         return value
     }
 
+    /// Waits at most `limit` for the counter to be non-zero, then takes it
+    /// back to zero; false when the time ran out first. For a non-blocking
+    /// counter read by a thread that must not wait for ever. The
+    /// corresponding C function is `poll`.
+    func wait(within limit: Duration) -> Bool {
+        let deadline = Instant.now().adding(limit)
+        while true {
+            if wait() > 0 { return true }
+            let left = deadline.since(Instant.now())
+            guard left > .zero else { return false }
+            var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+            _ = poll(&entry, 1, Int32(clamping: max(1, left.milliseconds)))
+        }
+    }
+
     deinit { Glibc.close(descriptor) }
 }
