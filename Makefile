@@ -253,8 +253,8 @@ fuzz-relay: deps
 # Sanitizers (issue 6): Tests/sanitize/run.sh builds with --sanitize=address into $(ASAN_SCRATCH),
 # runs swift test there and the integration suite against those binaries (then searches every
 # daemon's stderr for sanitizer reports); then builds with --sanitize=thread into $(TSAN_SCRATCH)
-# and runs swift test (the daemon is single-threaded; TSAN_INTEGRATION=1 adds the integration
-# suite). SANITIZE_PYTEST_ARGS goes to pytest. About 6 minutes on 2 cores from a cold cache.
+# and runs swift test and the integration suites where worker threads meet (test_workers, relay,
+# lifecycle, operator; TSAN_INTEGRATION=1 runs every suite). SANITIZE_PYTEST_ARGS goes to pytest.
 ASAN_SCRATCH ?= $(abspath $(SCRATCH))/asan
 TSAN_SCRATCH ?= $(abspath $(SCRATCH))/tsan
 TSAN_INTEGRATION ?= 0

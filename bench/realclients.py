@@ -2,11 +2,12 @@
 """Real clients through each proxy (issue 14, item 1): redis-benchmark (no pipelining
 and -P 16) against Debian's redis-server, pgbench -S and -S -C against a PostgreSQL 15
 cluster of its own, each direct, through a reaperd relay and through HAProxy
-(nbthread 1), interleaved round by round; medians, and each proxy's CPU per request
-(its own user + system time over the requests it carried), which does not depend on
-how much of the two cores the load generator takes.
+at the same thread count (reaperd `workers = N`, HAProxy `nbthread N`; one table per
+count, 1 and 2 by default), interleaved round by round; medians, and each proxy's CPU
+per request (its own user + system time over the requests it carried), which does not
+depend on how much of the cores the load generator takes.
 
-    python3 bench/realclients.py --reaperd .build/release/reaperd [--rounds 3] [--seconds 5]
+    python3 bench/realclients.py --reaperd .build/release/reaperd [--rounds 3] [--seconds 5] [--threads 1,2]
 """
 import argparse
 import glob
@@ -84,9 +85,9 @@ class Postgres:
 
 
 class HAProxy:
-    def __init__(self, port, upstream):
+    def __init__(self, port, upstream, threads=1):
         self.cfg = tempfile.NamedTemporaryFile("w", suffix=".cfg", delete=False)
-        self.cfg.write(f"global\n    maxconn 9000\n    nbthread 1\ndefaults\n    mode tcp\n    timeout connect 5s\n"
+        self.cfg.write(f"global\n    maxconn 9000\n    nbthread {threads}\ndefaults\n    mode tcp\n    timeout connect 5s\n"
                        f"    timeout client 1h\n    timeout server 1h\nlisten l\n    bind 127.0.0.1:{port}\n"
                        f"    server s 127.0.0.1:{upstream}\n")
         self.cfg.close()
@@ -126,9 +127,9 @@ def syscalls(pid, run):
 
 
 def syscall_table(binary, upstream):
-    """redis-benchmark SET+GET, 50 clients, no pipelining, 10 000 requests through each proxy."""
+    """redis-benchmark SET+GET, 50 clients, no pipelining, 10 000 requests through each proxy (one thread)."""
     rows = []
-    for who, start in proxies(binary, "redis", upstream):
+    for who, start in proxies(binary, "redis", upstream, threads=1):
         port = free_port()
         proxy = start(port)
         try:
@@ -142,18 +143,19 @@ def syscall_table(binary, upstream):
         print(f"| {who} | {total:,.0f} | {top} |")
 
 
-def proxies(binary, name, upstream):
-    """(who, a function starting that proxy on a port) for reaperd and HAProxy, in front of `upstream`."""
+def proxies(binary, name, upstream, threads):
+    """(who, a function starting that proxy on a port) for reaperd and HAProxy, in front of `upstream`,
+    each with `threads` event loops."""
     def reaperd(port):
-        return Reaperd(binary, f"\n[listener:{name}]\nlisten = 127.0.0.1:{port}\nmode = relay\n"
+        return Reaperd(binary, f"workers = {threads}\n\n[listener:{name}]\nlisten = 127.0.0.1:{port}\nmode = relay\n"
                                f"upstream = 127.0.0.1:{upstream}\nmax_connections = 10000\n")
-    return [("reaperd", reaperd), ("haproxy", lambda port: HAProxy(port, upstream))]
+    return [("reaperd", reaperd), ("haproxy", lambda port: HAProxy(port, upstream, threads))]
 
 
-def through(binary, name, upstream, run):
+def through(binary, name, upstream, run, threads):
     """Runs `run(port)` direct, through reaperd, through HAProxy; (rate, cpu per request or None) each."""
     results = {"direct": (run(upstream)[0], None)}
-    for who, start in proxies(binary, name, upstream):
+    for who, start in proxies(binary, name, upstream, threads):
         port = free_port()
         proxy = start(port)
         try:
@@ -172,6 +174,7 @@ def main():
     parser.add_argument("--requests", type=int, default=100000, help="redis-benchmark requests per test")
     parser.add_argument("--seconds", type=int, default=5, help="pgbench duration")
     parser.add_argument("--only-syscalls", action="store_true", help="only the system call table")
+    parser.add_argument("--threads", default="1,2", help="reaperd workers = HAProxy nbthread, one table each")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("realclients: needs root (a PostgreSQL cluster run as postgres)")
@@ -201,30 +204,33 @@ def main():
         "pgbench -S -C, 16 clients, a connection per transaction (tps)":
             ("pg", pg.port, lambda p: pgbench_run(p, args.seconds, True)),
     }
-    samples = {row: {"direct": [], "reaperd": [], "haproxy": []} for row in rows}
-    cpu = {row: {"reaperd": [], "haproxy": []} for row in rows}
+    counts = [int(n) for n in args.threads.split(",")]
+    samples = {(n, row): {"direct": [], "reaperd": [], "haproxy": []} for n in counts for row in rows}
+    cpu = {(n, row): {"reaperd": [], "haproxy": []} for n in counts for row in rows}
     try:
         for round_number in range(args.rounds):
-            for row, (name, upstream, run) in rows.items():
-                for who, (rate, per) in through(args.reaperd, name, upstream, run).items():
-                    samples[row][who].append(rate)
-                    if per is not None:
-                        cpu[row][who].append(per)
+            for n in counts:
+                for row, (name, upstream, run) in rows.items():
+                    for who, (rate, per) in through(args.reaperd, name, upstream, run, n).items():
+                        samples[(n, row)][who].append(rate)
+                        if per is not None:
+                            cpu[(n, row)][who].append(per)
             print(f"realclients: round {round_number + 1} of {args.rounds} done", file=sys.stderr)
     finally:
         pg.close()
         redis.kill()
         redis.wait()
-    print(f"Real clients on loopback, one relay process, {os.cpu_count()} cores; medians of {args.rounds} "
-          "interleaved rounds; CPU per request is the proxy's own.")
-    print("| workload | direct | HAProxy 2.6 | reaperd | reaperd / HAProxy | CPU/request HAProxy | reaperd |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for row in rows:
-        m = {who: statistics.median(v) for who, v in samples[row].items()}
-        c = {who: statistics.median(v) * 1e6 for who, v in cpu[row].items()}
-        print(f"| {row} | {m['direct']:,.0f} | {m['haproxy']:,.0f} | {m['reaperd']:,.0f} | "
-              f"{m['reaperd'] / m['haproxy']:.2f}x | {c['haproxy']:.1f} us | {c['reaperd']:.1f} us |")
-
+    for n in counts:
+        print(f"\nReal clients on loopback, one relay process with {n} thread(s) (reaperd workers = {n}, "
+              f"HAProxy nbthread {n}), {os.cpu_count()} cores shared with the load generator; medians of "
+              f"{args.rounds} interleaved rounds; CPU per request is the proxy's own.")
+        print("| workload | direct | HAProxy 2.6 | reaperd | reaperd / HAProxy | CPU/request HAProxy | reaperd |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for row in rows:
+            m = {who: statistics.median(v) for who, v in samples[(n, row)].items()}
+            c = {who: statistics.median(v) * 1e6 for who, v in cpu[(n, row)].items()}
+            print(f"| {row} | {m['direct']:,.0f} | {m['haproxy']:,.0f} | {m['reaperd']:,.0f} | "
+                  f"{m['reaperd'] / m['haproxy']:.2f}x | {c['haproxy']:.1f} us | {c['reaperd']:.1f} us |")
 
 if __name__ == "__main__":
     sys.stdout.reconfigure(line_buffering=True)
