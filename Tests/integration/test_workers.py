@@ -178,3 +178,15 @@ def test_bad_worker_counts_are_refused(tmp_path):
                                 capture_output=True, text=True, timeout=10)
         assert result.returncode == 78, result
         assert f"{config}:2:" in result.stderr and message in result.stderr, result.stderr
+
+
+def test_a_reload_keeps_the_worker_count_until_restart(daemon_factory):
+    d = daemon_factory([listener_section("e", "127.0.0.1:0", mode="echo")], daemon_keys=WORKERS).start()
+    d.daemon_keys["workers"] = 1
+    d.write_config(d.render([listener_section("e", "127.0.0.1:0", mode="echo")]))
+    assert d.ctl("reload").returncode == 0
+    assert "workers changed; it takes effect when reaperd restarts" in d.log()
+    assert d.status()["workers"] == 2
+    clients, ids = spread_clients(d, 20)
+    assert {i % 2 for i in ids} == {0, 1}, "a worker stopped accepting after the reload"
+    assert d.stop() == 0

@@ -63,6 +63,7 @@ extension Daemon {
             ("metrics", next.daemon.metrics != previous.metrics),
             ("log_target", next.daemon.logTarget != previous.logTarget),
             ("fd_store", next.daemon.fdStore != previous.fdStore),
+            ("workers", next.daemon.workers != previous.workers),
         ] where changed {
             logger.warning("\(name) changed; it takes effect when reaperd restarts", [("REAPERD_KEY", name)])
         }
