@@ -80,12 +80,12 @@ def proc_status(pid):
 
 
 def cpu_seconds(pid):
-    """utime + stime from /proc/PID/stat, and the scheduler's own ns count."""
+    """utime + stime from /proc/PID/stat, and the scheduler's own ns count (all threads)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     rest = stat[stat.rindex(")") + 2:].split()
     ticks = int(rest[11]) + int(rest[12])
-    sched_ns = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
-    return ticks / CLK_TCK, sched_ns / 1e9
+    # /proc/PID/schedstat is the main thread's alone: every thread's, for workers.
+    return ticks / CLK_TCK, sum(thread_cpu(pid).values())
 
 
 class Target:
@@ -130,8 +130,12 @@ class Bench:
         # Pinned: the proxy alone on the last CPU, generator and upstream on the first
         # (on the direct path the upstream takes the proxy's CPU). Fewer migrations,
         # steadier runs; --no-pin leaves placement to the scheduler.
+        # With more than one worker the proxy may use every CPU (as a multi-threaded
+        # proxy would in production), so nothing is pinned.
         last = max(os.sched_getaffinity(0))
-        self.cpus = {"proxy": last, "load": min(os.sched_getaffinity(0))} if args.pin and last > 0 else {}
+        pin = args.pin and last > 0 and args.workers == 1
+        self.cpus = {"proxy": last, "load": min(os.sched_getaffinity(0))} if pin else {}
+        self.raw["workers"] = args.workers
         self.raw["pinning"] = self.cpus
 
     # ------------------------------------------------------------ processes
@@ -196,7 +200,7 @@ class Bench:
             text = (HERE / "reaperd.conf.in").read_text()
             for key, value in {"DIR": workdir, "MPORT": metrics_port, "PORT": port, "KA_IDLE": idle,
                                "KA_INTVL": interval, "KA_CNT": count, "MODE_LINES": mode_lines,
-                               "LOG_LEVEL": log_level}.items():
+                               "LOG_LEVEL": log_level, "WORKERS": self.args.workers}.items():
                 text = text.replace(f"@{key}@", str(value))
             config = workdir / "reaperd.conf"
             config.write_text(text)
@@ -207,7 +211,8 @@ class Bench:
         elif kind == "haproxy":
             text = (HERE / "haproxy.cfg.in").read_text()
             for key, value in {"DIR": workdir, "PORT": port, "UPORT": upstream_port, "MAXCONN": HAPROXY_MAXCONN,
-                               "KA_IDLE": idle, "KA_INTVL": interval, "KA_CNT": count}.items():
+                               "KA_IDLE": idle, "KA_INTVL": interval, "KA_CNT": count,
+                               "THREADS": self.args.workers}.items():
                 text = text.replace(f"@{key}@", str(value))
             config = workdir / "haproxy.cfg"
             config.write_text(text)
@@ -282,10 +287,12 @@ class Bench:
         try:
             self.loadgen_json(["rate", "127.0.0.1", str(target.port), "32", "0.5", "100"], 60)  # warm-up
             before = cpu_seconds(target.pid)[1] if target.pid else 0
+            threads_before = thread_cpu(target.pid) if target.pid else {}
             result = self.loadgen_json(
                 ["rate", "127.0.0.1", str(target.port), "32", str(self.args.rate_seconds), "100"], 60)
             if target.pid:
                 result["proxy_cpu_seconds"] = cpu_seconds(target.pid)[1] - before
+                result["busiest_thread_share"] = busiest_share(threads_before, thread_cpu(target.pid))
             return result
         finally:
             self.stop(target.proc)
@@ -310,6 +317,8 @@ class Bench:
                 result["rss"][total] = (now["VmRSS"] - base["VmRSS"]) / total
                 result["rss_anon"][total] = (now["RssAnon"] - base["RssAnon"]) / total
             result["connections"] = total
+            if kind == "reaperd" and self.args.workers > 1:
+                result["per_worker"] = self.per_worker(target)
             # The metrics page is read just outside the CPU window: rendering it walks
             # every connection, which is not what is measured here.
             metrics0 = target.metrics() if kind == "reaperd" else None
@@ -331,6 +340,47 @@ class Bench:
                 self.release(holder)
             self.stop(target.proc)
             self.stop(sink.proc)
+
+    def per_worker(self, target):
+        """Connections each worker holds: worker k of n numbers its connections
+        k, k + n, ... (README "Every core: workers")."""
+        reaperctl = Path(self.reaperd).with_name("reaperctl")
+        out = subprocess.run([str(reaperctl), "--socket", str(target.dir / "control.sock"), "connections", "--json"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        counts = [0] * self.args.workers
+        for connection in json.loads(out):
+            counts[int(connection["id"]) % self.args.workers] += 1
+        return counts
+
+    def spread(self, mode):
+        """How the kernel alone spreads clients over two threads (bench/spread.c): a
+        shared listener with EPOLLEXCLUSIVE against a SO_REUSEPORT listener each,
+        under the connection-rate clients and under 4 000 idle connections."""
+        result = {}
+        for phase in ("churn", "idle"):
+            port = free_port()
+            argv = [str(self.args.loadgen.with_name("spread")), mode, str(port), str(self.args.workers)]
+            server = self.spawn(argv, f"spread-{mode}", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            if not server.stdout.readline().startswith("listening"):
+                raise RuntimeError(f"spread {mode} did not start; see {self.tmp}")
+            holder = None
+            try:
+                if phase == "churn":
+                    result["rate"] = self.loadgen_json(
+                        ["rate", "127.0.0.1", str(port), "32", str(self.args.rate_seconds), "100"], 60)
+                else:
+                    holder = self.hold(port, 4000, 60)
+            finally:
+                server.stdin.close()
+                counts = json.loads(server.stdout.readline())
+                server.wait(10)
+                self.procs.remove(server)
+                if holder:
+                    self.release(holder)
+            per_thread = counts["accepted"] if phase == "churn" else counts["open"]
+            result[phase] = {"per_thread": per_thread, "cpu_seconds": counts["cpu_seconds"],
+                             "busiest_share": max(per_thread) / sum(per_thread) if sum(per_thread) else None}
+        return result
 
     def sweep(self, keepalive):
         """Sweep cost in echo mode (one descriptor per connection) at each step.
@@ -435,11 +485,12 @@ class Bench:
 
     def run(self):
         sections = self.args.only
+        # socket-proxyd is one thread whatever --workers says: it joins the
+        # single-worker run only. The stream's count comes back before any FIN
+        # (loadgen's sink), since socket-proxyd closes both sides at one.
         kinds = ["direct", "reaperd", "haproxy"]
-        # socket-proxyd closes both sides at a client's FIN, so the stream test's
-        # count (sent after the FIN) never comes back through it: it joins the
-        # connection rate only, whose clients close after the echo.
-        rate_kinds = kinds + (["socket-proxyd"] if Path(SOCKET_PROXYD).exists() else [])
+        if self.args.workers == 1 and Path(SOCKET_PROXYD).exists():
+            kinds.append("socket-proxyd")
         proxies = ["reaperd", "haproxy"]
         started = time.monotonic()
         for run in range(self.args.runs):
@@ -450,13 +501,17 @@ class Bench:
                     log(f"run {run + 1}: throughput {kind}")
                     record.setdefault("throughput", {})[kind] = self.throughput(kind)
             if "rate" in sections:
-                for kind in rate_kinds:
+                for kind in kinds:
                     log(f"run {run + 1}: connection rate {kind}")
                     record.setdefault("rate", {})[kind] = self.rate(kind)
             if "idle" in sections:
                 for kind in proxies:
                     log(f"run {run + 1}: idle memory and CPU {kind}")
                     record.setdefault("idle", {})[kind] = self.idle(kind)
+            if "spread" in sections and self.args.workers > 1:
+                for mode in ("exclusive", "reuseport"):
+                    log(f"run {run + 1}: spread over {self.args.workers} threads, {mode}")
+                    record.setdefault("spread", {})[mode] = self.spread(mode)
             if "sweep" in sections:
                 log(f"run {run + 1}: sweep cost, idle connections (keepalive_idle 60 s)")
                 record["sweep"] = self.sweep((60, 10, 3))
@@ -538,6 +593,25 @@ class UpstreamRecorder:
         self.listener.close()
 
 
+def thread_cpu(pid):
+    """CPU seconds of each thread of `pid`, by thread id (schedstat, ns)."""
+    times = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            times[task.name] = int((task / "schedstat").read_text().split()[0]) / 1e9
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return times
+
+
+def busiest_share(before, after):
+    """The busiest thread's part of the CPU the process took between two thread_cpu()s:
+    1/n when n workers share the work evenly, 1.0 when one does it all."""
+    used = {tid: seconds - before.get(tid, 0) for tid, seconds in after.items()}
+    total = sum(used.values())
+    return max(used.values()) / total if total > 0 else None
+
+
 def nft(command):
     subprocess.run(["nft", *command.split()], check=True, capture_output=True, timeout=10)
 
@@ -562,7 +636,7 @@ def machine():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--loadgen", required=True)
+    parser.add_argument("--loadgen", required=True, type=Path, help="bench/loadgen.c built; spread beside it")
     parser.add_argument("--reaperd", required=True)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--runs", type=int, default=3)
@@ -574,6 +648,8 @@ def main():
     parser.add_argument("--only", default="throughput,rate,idle,sweep,detection")
     parser.add_argument("--table-only", action="store_true", help="re-render OUT/raw.json")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="no CPU pinning (see Bench.__init__)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="reaperd workers = N against HAProxy nbthread N (unpinned when N > 1)")
     args = parser.parse_args()
     args.only = set(args.only.split(","))
     # (connections, first source address 127.0.0.X); ten source addresses per holder

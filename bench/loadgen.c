@@ -1,13 +1,17 @@
 // loadgen — the benchmark's load generator and upstream servers, one epoll loop
 // per process, no threads. Built by bench/run.sh with `gcc -O2`.
 //
-//   loadgen sink   PORT          upstream that discards (recv MSG_TRUNC: no copy),
-//                                answers EOF with the 8-byte count it received,
-//                                then closes; holds idle connections forever
+//   loadgen sink   PORT          upstream that discards (recv MSG_TRUNC: no copy):
+//                                a stream opens with its length (8 bytes), and the
+//                                sink answers with the 8-byte count it received once
+//                                it has that many, with no half-close in between
+//                                (socket-proxyd, which closes both sides at a FIN,
+//                                carries it too); at EOF it closes; holds idle
+//                                connections forever
 //   loadgen echo   PORT          upstream that echoes; closes on EOF
 //   loadgen stream HOST PORT STREAMS BYTES
-//                                STREAMS connections each send BYTES, then
-//                                shutdown(SHUT_WR) and wait for the sink's count;
+//                                STREAMS connections each send their length, then
+//                                BYTES, and wait for the sink's count;
 //                                prints JSON {bytes, seconds, gbps}
 //   loadgen rate   HOST PORT CONC SECONDS SRC_FIRST
 //                                CONC clients loop connect / 64 B / echo / close
@@ -136,8 +140,11 @@ static int listen_on(int port) {
 
 // ---------------------------------------------------------------- servers
 
-// Per-connection state of the sink: bytes received (the fd indexes the array).
+// Per-connection state of the sink (the fd indexes the arrays): bytes received
+// after the length, the length as far as it has arrived, how much of it has.
 static uint64_t *sink_counts;
+static uint64_t *sink_expect;
+static uint8_t *sink_header;
 static int sink_cap;
 
 static __attribute__((noreturn)) void run_server(int port, int echo) {
@@ -146,6 +153,8 @@ static __attribute__((noreturn)) void run_server(int port, int echo) {
     getrlimit(RLIMIT_NOFILE, &rl);
     sink_cap = (int)rl.rlim_cur + 1;
     sink_counts = calloc((size_t)sink_cap, sizeof *sink_counts);
+    sink_expect = calloc((size_t)sink_cap, sizeof *sink_expect);
+    sink_header = calloc((size_t)sink_cap, sizeof *sink_header);
     int lfd = listen_on(port);
     int ep = epoll_create1(EPOLL_CLOEXEC);
     ep_add(ep, lfd, EPOLLIN, (uint64_t)lfd);
@@ -167,7 +176,10 @@ static __attribute__((noreturn)) void run_server(int port, int echo) {
                     if (c < 0) break;
                     int one = 1;
                     setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-                    if (c < sink_cap) sink_counts[c] = 0;
+                    if (c >= sink_cap) die("sink: descriptor past the limit");
+                    sink_counts[c] = 0;
+                    sink_expect[c] = 0;
+                    sink_header[c] = 0;
                     ep_add(ep, c, EPOLLIN | EPOLLRDHUP, (uint64_t)c);
                 }
                 continue;
@@ -183,19 +195,25 @@ static __attribute__((noreturn)) void run_server(int port, int echo) {
                         (void)w;
                         continue;
                     }
+                } else if (sink_header[fd] < 8) {
+                    r = read(fd, (char *)&sink_expect[fd] + sink_header[fd], 8 - (size_t)sink_header[fd]);
+                    if (r > 0) {
+                        sink_header[fd] += (uint8_t)r;
+                        continue;
+                    }
                 } else {
                     r = recv(fd, NULL, 1 << 30, MSG_TRUNC | MSG_DONTWAIT);
                     if (r > 0) {
                         sink_counts[fd] += (uint64_t)r;
+                        if (sink_counts[fd] == sink_expect[fd]) {
+                            uint64_t total = sink_counts[fd];
+                            ssize_t w = write(fd, &total, sizeof total);
+                            (void)w;
+                        }
                         continue;
                     }
                 }
                 if (r < 0 && (errno == EAGAIN || errno == EINTR)) break;
-                if (r == 0 && !echo) {
-                    uint64_t total = sink_counts[fd];
-                    ssize_t w = write(fd, &total, sizeof total);
-                    (void)w;
-                }
                 epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
                 close(fd);
                 break;
@@ -226,6 +244,7 @@ static int run_stream(const char *host, int port, int streams, uint64_t bytes) {
         if (fds[i] < 0) die("connect");
         ep_add(ep, fds[i], EPOLLOUT, (uint64_t)i);
     }
+    int header_sent[64] = {0};
     int done = 0;
     struct epoll_event evs[64];
     while (done < streams) {
@@ -237,6 +256,14 @@ static int run_stream(const char *host, int port, int streams, uint64_t bytes) {
         for (int e = 0; e < n; e++) {
             int i = (int)evs[e].data.u64;
             int fd = fds[i];
+            if (!header_sent[i]) {
+                // 8 bytes always fit an empty send buffer once connected.
+                if (send(fd, &bytes, sizeof bytes, MSG_NOSIGNAL) != (ssize_t)sizeof bytes) {
+                    if (errno == EAGAIN || errno == EINPROGRESS) continue;
+                    die("send length");
+                }
+                header_sent[i] = 1;
+            }
             if (sent[i] < bytes) {
                 while (sent[i] < bytes) {
                     size_t want = sizeof buf;
@@ -248,22 +275,22 @@ static int run_stream(const char *host, int port, int streams, uint64_t bytes) {
                     }
                     sent[i] += (uint64_t)w;
                 }
-                if (sent[i] == bytes) {
-                    shutdown(fd, SHUT_WR);
-                    ep_mod(ep, fd, EPOLLIN, (uint64_t)i);
-                }
+                if (sent[i] == bytes) ep_mod(ep, fd, EPOLLIN, (uint64_t)i);
                 continue;
             }
-            // Waiting for the sink's 8-byte count, then EOF.
+            // Waiting for the sink's 8-byte count (no FIN first: see the sink).
             char *p = (char *)&reported[i];
             for (;;) {
-                ssize_t r = read(fd, p + got[i], got[i] < 8 ? (size_t)(8 - got[i]) : 1);
+                ssize_t r = read(fd, p + got[i], (size_t)(8 - got[i]));
                 if (r > 0) {
                     got[i] += (int)r;
-                    continue;
+                    if (got[i] < 8) continue;
+                } else if (r < 0 && errno == EAGAIN) {
+                    break;
+                } else if (r < 0) {
+                    die("read");
                 }
-                if (r < 0 && errno == EAGAIN) break;
-                if (r < 0) die("read");
+                // The whole count, or EOF before it (checked below).
                 epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
                 close(fd);
                 done++;

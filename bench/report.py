@@ -29,9 +29,13 @@ def summarize(raw):
 
     if any("throughput" in r for r in runs):
         for streams in (1, 4):
-            row(f"throughput, {streams} stream{'s' if streams > 1 else ''} × {raw.get('gib', 1)} GiB", "GB/s",
-                [pick(["throughput", k, streams, "gbps"]) for k in ("direct", "reaperd", "haproxy")],
-                "≥ 1.0× HAProxy", lambda v, r: r is not None and r >= 1.0)
+            name = f"throughput, {streams} stream{'s' if streams > 1 else ''} × {raw.get('gib', 1)} GiB"
+            values = [pick(["throughput", k, streams, "gbps"]) for k in ("direct", "reaperd", "haproxy")]
+            proxyd = pick(["throughput", "socket-proxyd", streams, "gbps"])
+            row(name, "GB/s", values, "≥ 1.0× HAProxy", lambda v, r: r is not None and r >= 1.0, proxyd=proxyd)
+            if proxyd and streams == 1:
+                row("  the same against socket-proxyd", "GB/s", values, "≥ 1.0× socket-proxyd",
+                    lambda v, r: r is not None and r >= 1.0, proxyd=proxyd, versus_proxyd=True)
             row(f"  proxy CPU per GB relayed, {streams} stream{'s' if streams > 1 else ''}", "CPU s/GB",
                 [None] + [pick_ratio(runs, ["throughput", k, streams, "proxy_cpu_seconds"],
                                      ["throughput", k, streams, "bytes"], 1e9) for k in ("reaperd", "haproxy")],
@@ -54,6 +58,9 @@ def summarize(raw):
         row("  proxy CPU per relayed connection", "µs",
             [None] + [pick_ratio(runs, ["rate", k, "proxy_cpu_seconds"], ["rate", k, "connections"], 1e6)
                       for k in ("reaperd", "haproxy")], fmt="{:.1f}")
+        if raw.get("workers", 1) > 1:
+            row("  busiest thread's share of the proxy's CPU (1/n is even)", "share",
+                [None] + [pick(["rate", k, "busiest_thread_share"]) for k in ("reaperd", "haproxy")])
     if any("idle" in r for r in runs):
         steps = sorted({int(n) for r in runs for n in r.get("idle", {}).get("reaperd", {}).get("rss", {})})
         for n in steps:
@@ -61,6 +68,14 @@ def summarize(raw):
                 [None, pick(["idle", "reaperd", "rss", n]), pick(["idle", "haproxy", "rss", n])],
                 "≤ 0.5× HAProxy, ≤ 2 KiB", lambda v, r: r is not None and r <= 0.5 and v <= 2048, "{:.0f}")
         n = steps[-1] if steps else 0
+        if raw.get("workers", 1) > 1:
+            counts = [dig(r, ["idle", "reaperd", "per_worker"]) for r in runs]
+            counts = [c for c in counts if c]
+            if counts:
+                # The median run's spread, shown as the busiest worker's share.
+                shares = sorted(max(c) / sum(c) for c in counts if sum(c))
+                row(f"  busiest worker's share of the {n:,} idle connections (1/n is even)", "share",
+                    [None, shares[len(shares) // 2] if shares else None, None])
         cpu_r = pick(["idle", "reaperd", "cpu_percent"])
         cpu_h = pick(["idle", "haproxy", "cpu_percent"])
         row(f"idle CPU, {n:,} relayed connections, 1 s sweeps", "% of a core", [None, cpu_r, cpu_h],
@@ -150,6 +165,31 @@ def ms(us):
     return us / 1000 if us is not None else None
 
 
+def spread_table(raw):
+    """bench/spread.c: the kernel's spread over the threads of one echo server,
+    as the busiest thread's share (1/n is even), medians of the runs."""
+    runs = [r["spread"] for r in raw["runs"] if "spread" in r]
+    if not runs:
+        return []
+    n = raw.get("workers", 1)
+    lines = ["", f"How the kernel spreads clients over {n} threads of one echo server (bench/spread.c; "
+             f"the busiest thread's share, {1 / n:.2f} is even):", "",
+             "| listening | connection rate, 32 clients (conn/s) | share of the accepts under churn | "
+             "share of the CPU under churn | share of 4,000 idle connections |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for mode, label in (("exclusive", "one socket, EPOLLEXCLUSIVE"), ("reuseport", "a socket per thread, SO_REUSEPORT")):
+        def pick(path):
+            return median([dig(r, [mode, *path]) for r in runs])
+        cpu = median([max(c) / sum(c) if sum(c) else None
+                      for c in (dig(r, [mode, "churn", "cpu_seconds"]) for r in runs) if c])
+
+        def cell(v, fmt="{:.2f}"):
+            return "—" if v is None else fmt.format(v)
+        lines.append(f"| {label} | {cell(pick(['rate', 'rate']), '{:.0f}')} | "
+                     f"{cell(pick(['churn', 'busiest_share']))} | {cell(cpu)} | {cell(pick(['idle', 'busiest_share']))} |")
+    return lines
+
+
 def render(rows, raw):
     def cell(value, fmt):
         return "—" if value is None else fmt.format(value)
@@ -160,9 +200,11 @@ def render(rows, raw):
         verdict = "" if met is None else ("yes" if met else "**no**")
         lines.append(f"| {name} | {unit} | {cell(direct, fmt)} | {cell(reaperd, fmt)} | {cell(haproxy, fmt)} | "
                      f"{cell(proxyd, fmt)} | {cell(ratio, '{:.2f}×')} | {target or ''} | {verdict} |")
+    lines += spread_table(raw)
     m = raw.get("machine", {})
     lines.append("")
-    lines.append(f"Median of {len(raw['runs'])} runs. Machine: {m.get('nproc')} × {m.get('cpu')}, "
+    workers = raw.get("workers", 1)
+    lines.append(f"reaperd `workers = {workers}` against HAProxy `nbthread {workers}`. Median of {len(raw['runs'])} runs. Machine: {m.get('nproc')} × {m.get('cpu')}, "
                  f"Linux {m.get('kernel')}, {m.get('haproxy')}; reaperd at commit {m.get('commit') or '?'} "
                  f"(plus the working tree). Load average (1/5/15 min) "
                  f"at the start {' '.join(raw.get('loadavg_at_start', []))}, at the end "
