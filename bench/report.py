@@ -39,7 +39,8 @@ def summarize(raw):
             row(f"  proxy CPU per GB relayed, {streams} stream{'s' if streams > 1 else ''}", "CPU s/GB",
                 [None] + [pick_ratio(runs, ["throughput", k, streams, "proxy_cpu_seconds"],
                                      ["throughput", k, streams, "bytes"], 1e9) for k in ("reaperd", "haproxy")],
-                fmt="{:.3f}")
+                fmt="{:.3f}", proxyd=pick_ratio(runs, ["throughput", "socket-proxyd", streams, "proxy_cpu_seconds"],
+                                                ["throughput", "socket-proxyd", streams, "bytes"], 1e9))
     if any("rate" in r for r in runs):
         rates = [pick(["rate", k, "rate"]) for k in ("direct", "reaperd", "haproxy")]
         proxyd = pick(["rate", "socket-proxyd", "rate"])
@@ -57,7 +58,9 @@ def summarize(raw):
             proxyd=ms(pick(["rate", "socket-proxyd", "p50_us"])))
         row("  proxy CPU per relayed connection", "µs",
             [None] + [pick_ratio(runs, ["rate", k, "proxy_cpu_seconds"], ["rate", k, "connections"], 1e6)
-                      for k in ("reaperd", "haproxy")], fmt="{:.1f}")
+                      for k in ("reaperd", "haproxy")], fmt="{:.1f}",
+            proxyd=pick_ratio(runs, ["rate", "socket-proxyd", "proxy_cpu_seconds"],
+                              ["rate", "socket-proxyd", "connections"], 1e6))
         if raw.get("workers", 1) > 1:
             row("  busiest thread's share of the proxy's CPU (1/n is even)", "share",
                 [None] + [pick(["rate", k, "busiest_thread_share"]) for k in ("reaperd", "haproxy")])

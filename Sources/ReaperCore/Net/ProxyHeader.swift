@@ -184,30 +184,33 @@ extension SocketAddress {
 
     /// From 4 (IPv4) or 16 (IPv6) address bytes in network order.
     init(raw: [UInt8], port: UInt16) {
-        self.init()
         if raw.count == 4 {
             var v4 = sockaddr_in()
             v4.sin_family = sa_family_t(AF_INET)
             v4.sin_port = port.bigEndian
             withUnsafeMutableBytes(of: &v4.sin_addr) { $0.copyBytes(from: raw) }
-            withUnsafeMutableBytes(of: &storage) { $0.storeBytes(of: v4, as: sockaddr_in.self) }
-            length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            self.init(v4)
         } else {
             var v6 = sockaddr_in6()
             v6.sin6_family = sa_family_t(AF_INET6)
             v6.sin6_port = port.bigEndian
             withUnsafeMutableBytes(of: &v6.sin6_addr) { $0.copyBytes(from: raw.prefix(16)) }
-            withUnsafeMutableBytes(of: &storage) { $0.storeBytes(of: v6, as: sockaddr_in6.self) }
-            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+            self.init(v6)
         }
     }
 
     /// The address bytes in network order: 4 for IPv4, 16 for IPv6, none otherwise.
     var rawAddress: [UInt8] {
-        withUnsafeBytes(of: storage) { raw in
+        withSockaddr { address, _ in
             switch family {
-            case AF_INET: withUnsafeBytes(of: raw.load(as: sockaddr_in.self).sin_addr) { Array($0) }
-            case AF_INET6: withUnsafeBytes(of: raw.load(as: sockaddr_in6.self).sin6_addr) { Array($0) }
+            case AF_INET:
+                UnsafeRawPointer(address).withMemoryRebound(to: sockaddr_in.self, capacity: 1) { v4 in
+                    withUnsafeBytes(of: v4.pointee.sin_addr) { Array($0) }
+                }
+            case AF_INET6:
+                UnsafeRawPointer(address).withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { v6 in
+                    withUnsafeBytes(of: v6.pointee.sin6_addr) { Array($0) }
+                }
             default: []
             }
         }

@@ -41,11 +41,7 @@ enum AddressLookup {
             guard family == AF_INET || family == AF_INET6, let raw = entry.pointee.ai_addr else { continue }
             let length = Int(entry.pointee.ai_addrlen)
             guard length <= MemoryLayout<sockaddr_storage>.size else { continue }
-            var address = SocketAddress()
-            withUnsafeMutableBytes(of: &address.storage) { storage in
-                storage.copyMemory(from: UnsafeRawBufferPointer(start: raw, count: length))
-            }
-            address.length = socklen_t(length)
+            let address = SocketAddress(copying: UnsafeRawBufferPointer(start: raw, count: length))
             if !addresses.contains(where: { $0.description == address.description }) { addresses.append(address) }
         }
         guard !addresses.isEmpty else {
