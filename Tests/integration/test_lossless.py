@@ -191,9 +191,13 @@ def test_no_busy_loop_while_a_closed_upstream_waits_for_a_paused_client(daemon_f
                 return inq > 0 and (state is None or state == TCP_CLOSE)
 
             # Read slowly until the upstream has written everything and closed
-            # while bytes still wait on reaperd's side of it; then pause.
-            reader = PacedReader(s, rate=4 * MiB)
-            how = reader.run(timeout=15, stop_when=upstream_closed_with_bytes_queued)
+            # while bytes still wait on reaperd's side of it; then pause. The
+            # FIN arrives only once the rest fits reaperd's receive queue, which
+            # then empties at the reader's pace: at 4 MiB/s that window was
+            # about one check long and the reader sometimes read on to EOF
+            # (3 of 8 runs on a quiet machine); at 1 MiB/s it is several.
+            reader = PacedReader(s, rate=1 * MiB)
+            how = reader.run(timeout=20, stop_when=upstream_closed_with_bytes_queued, check_every=0.05)
             assert how == "stopped", (
                 f"precondition: the upstream never closed with bytes queued in reaperd "
                 f"(client read {reader.got} bytes, then {how})")
