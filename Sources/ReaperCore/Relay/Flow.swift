@@ -58,6 +58,8 @@ struct Flow {
     var bytes: UInt64 = 0
 
     static let copyBufferSize = 16 * 1024
+    /// Rounds of write-then-read one pump makes at most.
+    static let roundsPerPump = 8
 
     /// A read would-blocked while bytes were waiting: the pipe may be full (its
     /// slots count pages, not bytes) rather than the socket empty. Reading waits
@@ -91,8 +93,10 @@ struct Flow {
     ) throws(Failure) -> Int {
         var delivered = 0
         var mayRead = readSource
+        var cutShort = true
         // Bounded so one fast stream cannot starve the other connections.
-        for _ in 0..<8 {
+        for _ in 0..<Self.roundsPerPump {
+            cutShort = false
             var progressed = false
             if pending > 0 {
                 let written = try drain(to: destination)
@@ -123,7 +127,13 @@ struct Flow {
                 }
             }
             if !progressed { break }
+            cutShort = true
         }
+        // The bound ended a round that read into the store: pass those bytes on
+        // now. Left waiting, they would take the source out of the epoll set and
+        // put the destination in, and the next wake-up would only write them and
+        // swap both back (four epoll_ctl and a wake-up per pipeful of a stream).
+        if cutShort && pending > 0 { delivered += try drain(to: destination) }
         releaseIfEmpty(pool)
         if sourceClosed && pending == 0 && !finished {
             finished = true

@@ -83,6 +83,42 @@ import Testing
         #expect(pool.inUse == 0)
     }
 
+    /// A stream longer than one pump moves: the pump stops at its bound, and
+    /// what its last round read goes on before it returns, so the flow waits
+    /// with nothing pending and its sockets keep their interests (a pipeful
+    /// left behind cost four epoll_ctl and a wake-up per pipeful).
+    @Test func aPumpCutShortByItsBoundLeavesNothingWaiting() {
+        // Pipes of one copy buffer: the smallest whose splices count as a stream.
+        let pool = PipePool(pipeCapacity: Flow.copyBufferSize)
+        let source = tcpPair()
+        let destination = tcpPair()
+        defer { for fd in [source.peer, source.relay, destination.peer, destination.relay] { close(fd) } }
+        // More than the pump's rounds can move: two copy-buffer reads (which
+        // make the flow splice), then a pipeful per round.
+        let wanted = (2 + Flow.roundsPerPump + 4) * Flow.copyBufferSize
+        let sent = (0..<wanted).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        var queued = 0
+        for _ in 0..<1000 where queued < wanted {
+            let count = sent[queued...].withUnsafeBytes {
+                Glibc.send(source.peer, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT))
+            }
+            if count > 0 { queued += count } else { usleep(1000) }
+        }
+        #expect(queued == wanted)
+        usleep(20_000)  // every byte in the relay's receive queue
+        var flow = Flow()
+        _ = try? flow.pump(from: source.relay, to: destination.relay, pool: pool, readSource: true)
+        #expect(flow.splicing)
+        #expect(flow.bytes < UInt64(wanted), "one pump moved everything; the bound was never reached")
+        #expect(flow.pending == 0, "the last round's read was left in the pipe")
+        var received: [UInt8] = []
+        for _ in 0..<2000 where received.count < wanted {
+            _ = try? flow.pump(from: source.relay, to: destination.relay, pool: pool, readSource: true)
+            received += receive(destination.peer, 1)
+        }
+        #expect(received == sent)
+    }
+
     /// What the destination does not take stays with the flow, in order, and
     /// leaves the loop's buffer free for the next flow.
     @Test func aPartialSendKeepsTheRestInOrder() {
