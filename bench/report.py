@@ -110,6 +110,9 @@ def summarize(raw):
             row(f"sweep {unit}, {n:,} {label}", "µs", [None, pick([key, n, per_what]), None], "≤ 1 µs",
                 lambda v, r: v <= 1.0, "{:.3f}")
             row("  sockets read per sweep", "count", [None, pick([key, n, "sockets_read"]), None], fmt="{:.0f}")
+            if key == "sweep":
+                row("  sweeps in the window (the sweep sleeps until a connection is due)", "count",
+                    [None, pick([key, n, "sweeps"]), None], fmt="{:.0f}")
         if len(points) >= 2:
             n0, n1 = points[0], points[-1]
             at = seconds[n0] + (seconds[n1] - seconds[n0]) / (n1 - n0) * (100000 - n0)
