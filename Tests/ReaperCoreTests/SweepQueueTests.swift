@@ -59,4 +59,26 @@ private final class Entry: SweepQueueEntry {
         #expect(popped == popped.sorted())
         #expect(queue.earliest == nil)
     }
+
+    /// The sweep's worst case: every connection due every sweep, each popped
+    /// and scheduled again for the same next second, while some end between
+    /// sweeps. Every one comes up exactly once a round, and the slots stay true
+    /// (a wrong slot trips `remove`'s precondition).
+    @Test func everyEntryDueEverySweepComesUpOnceARound() {
+        var queue = SweepQueue<Entry>()
+        var live = (0..<2000).map(Entry.init)
+        for entry in live { queue.schedule(entry, at: base) }
+        for round in 1...5 {
+            let now = base.adding(.seconds(Int64(round - 1)))
+            var seen = Set<Int>()
+            while let entry = queue.popDue(now: now) {
+                #expect(seen.insert(entry.name).inserted)
+                queue.schedule(entry, at: now.adding(.seconds(1)))
+            }
+            #expect(seen.count == live.count)
+            for entry in live where entry.name % 7 == round { queue.remove(entry) }
+            live.removeAll { $0.sweepSlot == -1 }
+            #expect(queue.count == live.count)
+        }
+    }
 }
