@@ -54,6 +54,11 @@ import Testing
         #expect(address.family == 0 && address.length == 0 && address.port == 0)
     }
 
+    @Test func bytesShorterThanAFamilyAreNoAddress() {
+        let address = [UInt8(1)].withUnsafeBytes { SocketAddress(copying: $0) }
+        #expect(address.family == 0 && address.length == 0 && address.description == "family 0")
+    }
+
     @Test func rawAddressBytesRoundTrip() throws {
         let v4 = SocketAddress(raw: [10, 1, 2, 3], port: 443)
         #expect(v4.description == "10.1.2.3:443" && v4.rawAddress == [10, 1, 2, 3])

@@ -22,9 +22,10 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         if (family == AF_INET || family == AF_INET6) && raw.count <= MemoryLayout<sockaddr_in6>.size {
             withUnsafeMutableBytes(of: &inet) { $0.copyMemory(from: raw) }
             inetLength = UInt8(raw.count)
-        } else if !raw.isEmpty {
+        } else if raw.count >= MemoryLayout<sa_family_t>.size {
             other = OtherAddress(bytes: Array(raw))
         }
+        // Shorter than a family: no address at all (empty, family 0).
     }
 
     /// Copies a `sockaddr_in`, `sockaddr_in6` or `sockaddr_un` of `length` bytes.
