@@ -22,7 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from report import DETECT_DEADLINE, DETECT_KA, render, summarize
+from report import DETECT_DEADLINE, DETECT_KA, busiest, render, summarize
 
 HERE = Path(__file__).resolve().parent
 GIB = 1 << 30
@@ -286,13 +286,16 @@ class Bench:
         target = self.proxy(kind, echo.port)
         try:
             self.loadgen_json(["rate", "127.0.0.1", str(target.port), "32", "0.5", "100"], 60)  # warm-up
-            before = cpu_seconds(target.pid)[1] if target.pid else 0
-            threads_before = thread_cpu(target.pid) if target.pid else {}
+            before = thread_cpu(target.pid) if target.pid else {}
             result = self.loadgen_json(
                 ["rate", "127.0.0.1", str(target.port), "32", str(self.args.rate_seconds), "100"], 60)
             if target.pid:
-                result["proxy_cpu_seconds"] = cpu_seconds(target.pid)[1] - before
-                result["busiest_thread_share"] = busiest_share(threads_before, thread_cpu(target.pid))
+                # Each thread's CPU in the window: the sum is the proxy's, the
+                # largest share says how evenly the threads took the work.
+                after = thread_cpu(target.pid)
+                used = [seconds - before.get(tid, 0) for tid, seconds in after.items()]
+                result["proxy_cpu_seconds"] = sum(used)
+                result["busiest_thread_share"] = busiest(used)
             return result
         finally:
             self.stop(target.proc)
@@ -353,7 +356,7 @@ class Bench:
         return counts
 
     def spread(self, mode):
-        """How the kernel alone spreads clients over two threads (bench/spread.c): a
+        """How the kernel alone spreads clients over --workers threads (bench/spread.c): a
         shared listener with EPOLLEXCLUSIVE against a SO_REUSEPORT listener each,
         under the connection-rate clients and under 4 000 idle connections."""
         result = {}
@@ -379,7 +382,7 @@ class Bench:
                     self.release(holder)
             per_thread = counts["accepted"] if phase == "churn" else counts["open"]
             result[phase] = {"per_thread": per_thread, "cpu_seconds": counts["cpu_seconds"],
-                             "busiest_share": max(per_thread) / sum(per_thread) if sum(per_thread) else None}
+                             "busiest_share": busiest(per_thread)}
         return result
 
     def sweep(self, keepalive):
@@ -611,14 +614,6 @@ def thread_cpu(pid):
         except (FileNotFoundError, ProcessLookupError):
             pass
     return times
-
-
-def busiest_share(before, after):
-    """The busiest thread's part of the CPU the process took between two thread_cpu()s:
-    1/n when n workers share the work evenly, 1.0 when one does it all."""
-    used = {tid: seconds - before.get(tid, 0) for tid, seconds in after.items()}
-    total = sum(used.values())
-    return max(used.values()) / total if total > 0 else None
 
 
 def nft(command):

@@ -6,6 +6,13 @@ DETECT_KA = (1, 1, 2)
 DETECT_DEADLINE = DETECT_KA[0] + DETECT_KA[1] * DETECT_KA[2] + 1
 
 
+def busiest(amounts):
+    """The largest of `amounts` as a share of their sum: 1/n when n threads or
+    workers share evenly, 1.0 when one has it all; None when there is nothing."""
+    total = sum(amounts)
+    return max(amounts) / total if total > 0 else None
+
+
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -72,13 +79,10 @@ def summarize(raw):
                 "≤ 0.5× HAProxy, ≤ 2 KiB", lambda v, r: r is not None and r <= 0.5 and v <= 2048, "{:.0f}")
         n = steps[-1] if steps else 0
         if raw.get("workers", 1) > 1:
-            counts = [dig(r, ["idle", "reaperd", "per_worker"]) for r in runs]
-            counts = [c for c in counts if c]
-            if counts:
-                # The median run's spread, shown as the busiest worker's share.
-                shares = sorted(max(c) / sum(c) for c in counts if sum(c))
+            shares = [busiest(c) for c in (dig(r, ["idle", "reaperd", "per_worker"]) for r in runs) if c]
+            if shares:
                 row(f"  busiest worker's share of the {n:,} idle connections (1/n is even)", "share",
-                    [None, shares[len(shares) // 2] if shares else None, None])
+                    [None, median(shares), None])
         cpu_r = pick(["idle", "reaperd", "cpu_percent"])
         cpu_h = pick(["idle", "haproxy", "cpu_percent"])
         row(f"idle CPU, {n:,} relayed connections, 1 s sweeps", "% of a core", [None, cpu_r, cpu_h],
@@ -186,8 +190,7 @@ def spread_table(raw):
     for mode, label in (("exclusive", "one socket, EPOLLEXCLUSIVE"), ("reuseport", "a socket per thread, SO_REUSEPORT")):
         def pick(path):
             return median([dig(r, [mode, *path]) for r in runs])
-        cpu = median([max(c) / sum(c) if sum(c) else None
-                      for c in (dig(r, [mode, "churn", "cpu_seconds"]) for r in runs) if c])
+        cpu = median([busiest(c) for c in (dig(r, [mode, "churn", "cpu_seconds"]) for r in runs) if c])
 
         def cell(v, fmt="{:.2f}"):
             return "—" if v is None else fmt.format(v)
